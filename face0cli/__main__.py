@@ -1,0 +1,3 @@
+from face0cli.cli import main
+
+main()
