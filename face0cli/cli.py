@@ -7,6 +7,7 @@ Heavy libraries (torch, diffusers, facenet-pytorch) are imported inside the comm
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -116,8 +117,12 @@ def _root(
 
 @app.command()
 def embed(
-    photos: Annotated[list[Path], typer.Argument(help="One or more photos of the same person.", show_default=False)],
-    name: Annotated[str, typer.Option("--name", "-n", help="Name of the character to save.", show_default=False)],
+    photos: Annotated[
+        list[Path], typer.Argument(help="One or more photos of the same person.", show_default=False)
+    ],
+    name: Annotated[
+        str, typer.Option("--name", "-n", help="Name of the character to save.", show_default=False)
+    ],
     force: ForceOpt = False,
     save_crop: Annotated[
         Path | None, typer.Option("--save-crop", help="Also save the 160x160 face crops in this folder.")
@@ -128,8 +133,8 @@ def embed(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed the face in PHOTO(s) and save it as a character (several photos: their mean, paper §3.3)."""
-    from face0cli.store import Character, check_name
     from face0cli.errors import CharacterExists
+    from face0cli.store import Character, check_name
 
     check_name(name)
     lib = _store(store)
@@ -168,7 +173,7 @@ def embed(
             f"{float(np.linalg.norm(r.vector)):.2f}",
         )
     console.print(table)
-    kind = "mean of %d photos" % len(results) if len(results) > 1 else "1 photo"
+    kind = f"mean of {len(results)} photos" if len(results) > 1 else "1 photo"
     console.print(
         f"saved [bold]{name}[/] ({kind}, {char.dim}-d, norm {float(np.linalg.norm(char.vector)):.2f}, "
         f"embedder {char.embedder_id}) to {lib.path}"
@@ -305,17 +310,25 @@ def character_import(
 def mix(
     specs: Annotated[
         list[str] | None,
-        typer.Argument(help="Characters with weights, e.g. alice=0.7 bob=0.3 (a bare name weighs 1).", show_default=False),
+        typer.Argument(
+            help="Characters with weights, e.g. alice=0.7 bob=0.3 (a bare name weighs 1).", show_default=False
+        ),
     ] = None,
-    name: Annotated[str, typer.Option("--name", "-n", help="Name of the new character.", show_default=False)] = "",
+    name: Annotated[
+        str, typer.Option("--name", "-n", help="Name of the new character.", show_default=False)
+    ] = "",
     t: Annotated[
         float | None, typer.Option("--t", help="Interpolate between exactly two characters: (1-t)*A + t*B.")
     ] = None,
     base: Annotated[str | None, typer.Option("--base", help="Direction edit: the character to edit.")] = None,
-    towards: Annotated[str | None, typer.Option("--towards", help="Direction edit: move towards this one.")] = None,
+    towards: Annotated[
+        str | None, typer.Option("--towards", help="Direction edit: move towards this one.")
+    ] = None,
     origin: Annotated[
         str | None,
-        typer.Option("--origin", help="Direction edit: the direction is TOWARDS - ORIGIN (else TOWARDS - BASE)."),
+        typer.Option(
+            "--origin", help="Direction edit: the direction is TOWARDS - ORIGIN (else TOWARDS - BASE)."
+        ),
     ] = None,
     amount: Annotated[float, typer.Option("--amount", help="Direction edit: how far to move.")] = 0.5,
     force: ForceOpt = False,
@@ -324,10 +337,11 @@ def mix(
     as_json: JsonOpt = False,
 ) -> None:
     """Make a new character from others: weighted mean, interpolation, or a direction edit (paper §3.3)."""
+    import numpy as np
+
     from face0cli.errors import BadInput, CharacterExists, ParameterError
     from face0cli.face_space import check_compatible, direction_edit, lerp, parse_weighted, weighted_mean
     from face0cli.store import Character, check_name
-    import numpy as np
 
     if not name:
         raise BadInput("give the new character a name with --name.")
@@ -346,9 +360,7 @@ def mix(
             raise ParameterError(f"--amount must be a finite number, got {amount}.")
         parts = [lib.get(base), lib.get(towards)] + ([lib.get(origin)] if origin else [])
         check_compatible(parts)
-        vector = direction_edit(
-            parts[0].vector, parts[1].vector, amount, parts[2].vector if origin else None
-        )
+        vector = direction_edit(parts[0].vector, parts[1].vector, amount, parts[2].vector if origin else None)
         provenance = {"op": "direction", "base": base, "towards": towards, "origin": origin, "amount": amount}
     elif t is not None:
         if not np.isfinite(t):
@@ -363,17 +375,505 @@ def mix(
     else:
         pairs = parse_weighted(specs)
         if len(pairs) < 2:
-            raise BadInput("mix needs at least two characters (e.g. alice=0.7 bob=0.3), --t, or --base/--towards.")
+            raise BadInput(
+                "mix needs at least two characters (e.g. alice=0.7 bob=0.3), --t, or --base/--towards."
+            )
         parts = [lib.get(n) for n, _ in pairs]
         check_compatible(parts)
         vector = weighted_mean(np.stack([p.vector for p in parts]), np.array([w for _, w in pairs]))
-        provenance = {"op": "weighted_mean", "parents": [n for n, _ in pairs], "weights": [w for _, w in pairs]}
+        provenance = {
+            "op": "weighted_mean",
+            "parents": [n for n, _ in pairs],
+            "weights": [w for _, w in pairs],
+        }
     char = Character.new(name, vector, parts[0].embedder_id, "mix", provenance, note=note)
     lib.add(char, force=force)
     if as_json:
         _print_json(char.to_json())
     else:
         console.print(f"saved [bold]{name}[/] ({provenance['op']}) to {lib.path}")
+
+
+# ------------------------------------------------------------------------------------------ model commands
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A face0 model directory or hub id. Default: $FACE0_MODEL.",
+        envvar="FACE0_MODEL",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps ...")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (fp16/bf16 on GPUs).")]
+SeedOpt = Annotated[int, typer.Option("--seed", "-s", help="Seed of the first image; image i uses seed+i.")]
+
+
+class _ModelContext:
+    """A loaded model plus what is needed to turn --face into an embedding for it."""
+
+    def __init__(self, model: str | None, device: str, dtype: str, store: Path | None, weights: Path | None):
+        from face0cli.errors import ModelError
+        from face0cli.pipeline import Face0Pipeline
+
+        if not model:
+            raise ModelError(
+                "no model given: pass --model DIR (a face0 model directory or hub id) or set FACE0_MODEL."
+            )
+        self.model = str(Path(model).resolve()) if Path(model).exists() else model
+        self.pipe = Face0Pipeline.load(self.model, device=device, dtype=dtype)
+        self.store = _store(store)
+        self.weights = weights
+        self._embedder: Any = None
+
+    @property
+    def embedder_id(self) -> str:
+        return self.pipe.face0_config.embedder_id
+
+    @property
+    def dim(self) -> int:
+        return self.pipe.face0_config.embed_dim
+
+    def embedder(self) -> Any:
+        """The face embedder the model was trained with (its id must match the model's)."""
+        if self._embedder is None:
+            from face0cli.errors import EmbedderMismatch
+            from face0cli.faces import FacenetEmbedder
+
+            emb = FacenetEmbedder(weights=self.weights)
+            if emb.id != self.embedder_id:
+                raise EmbedderMismatch(
+                    f"the model was trained with the embedder {self.embedder_id}, but the embedder weights "
+                    f"given are {emb.id}."
+                )
+            self._embedder = emb
+        return self._embedder
+
+    def embed_photo(self, path: Path) -> tuple[Any, dict[str, Any]]:
+        from face0cli.faces import embed_photo
+
+        r = embed_photo(self.embedder(), path)
+        return r.vector, r.to_json()
+
+    def face(self, spec: str | None) -> Any:
+        from face0cli.generate import resolve_face
+
+        return resolve_face(
+            spec,
+            store=self.store,
+            model_embedder_id=self.embedder_id,
+            model_dim=self.dim,
+            gmm=self.pipe.gmm,
+            embed_photo=self.embed_photo,
+        )
+
+
+def _check_free(paths: list[Path], force: bool) -> None:
+    from face0cli.errors import BadInput
+
+    for p in paths:
+        if p.exists() and not force:
+            raise BadInput(f"{p} exists already; use --force to replace it.")
+
+
+def _render_all(
+    ctx: _ModelContext, reqs: list[Any], paths: list[list[Path]], quiet: bool
+) -> list[dict[str, Any]]:
+    """Render requests with one progress bar, save every image with its parameters; return the results."""
+    from face0cli.console import progress
+    from face0cli.generate import render, save_png
+
+    results: list[dict[str, Any]] = []
+    total = sum(r.n * r.steps for r in reqs)
+    with progress() as bar:
+        task = bar.add_task("generating", total=total)
+        for req, req_paths in zip(reqs, paths):
+            for i, image, info in render(ctx.pipe, req, on_step=lambda: bar.advance(task)):
+                params = req.params(i) | {"model": ctx.model}
+                path = save_png(image, params | info, req_paths[i]) if req_paths else None
+                results.append(
+                    {
+                        "path": str(path) if path else None,
+                        "seed": params["seed"],
+                        "face": req.face.label,
+                        "prompt": req.prompt,
+                        **info,
+                        "image": image,
+                    }
+                )
+    return results
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to draw.")] = "",
+    face: Annotated[
+        str | None,
+        typer.Option("--face", help="A character name, a photo, random[:SEED] (the model's GMM) or none."),
+    ] = None,
+    model: ModelOpt = None,
+    w: Annotated[float, typer.Option("--w", help="Guidance scale w (paper §2.2).")] = 7.5,
+    c: Annotated[
+        float,
+        typer.Option("--c", help="Weight of text+face against the rest: 1 photo-real, 0.4-0.7 stylised."),
+    ] = 1.0,
+    a: Annotated[
+        float,
+        typer.Option(
+            "--a", help="Face-only against text-only in the rest: 0 or 1 (c=1.4, a=1: very stylised)."
+        ),
+    ] = 0.0,
+    variety: Annotated[
+        float, typer.Option("--variety", help="Std of Gaussian noise added to the face embedding.")
+    ] = 0.0,
+    seed: SeedOpt = 0,
+    n: Annotated[int, typer.Option("--n", help="Images to make.")] = 1,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
+    scheduler: Annotated[
+        str, typer.Option("--scheduler", help="ddim, dpm++, euler, euler-a or pndm.")
+    ] = "ddim",
+    size: Annotated[
+        str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")
+    ] = None,
+    negative: Annotated[str, typer.Option("--negative", help="Negative prompt (the 'no text' branch).")] = "",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="A .png file, or a folder for several images.")
+    ] = Path("face0-out"),
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option("--sweep", help="A labelled grid: --sweep c=0,0.5,1 --sweep a=0,1 (paper Fig. 7)."),
+    ] = None,
+    from_png: Annotated[
+        Path | None, typer.Option("--from-png", help="Reproduce an image from the parameters in its PNG.")
+    ] = None,
+    jobs: Annotated[
+        Path | None, typer.Option("--jobs", help="A JSONL file of jobs; one JSON result per line on stdout.")
+    ] = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    store: StoreOpt = None,
+    embedder_weights: EmbedderWeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate images of a face from a prompt (paper §2.2). Same seed and prompt with another --face retargets."""
+    from face0cli.errors import BadInput
+    from face0cli.generate import Face, Request, parse_size, read_png_params, request_from_params
+
+    height, width = parse_size(size)
+    base_req: Request | None = None
+    if from_png is not None:
+        params = read_png_params(from_png)
+        base_req = request_from_params(params)
+        model = model or params.get("model")
+    if jobs is not None:
+        code = _run_jobs(jobs, model, out, force, device, dtype, store, embedder_weights)
+        raise typer.Exit(code)
+    if base_req is None:
+        if not prompt:
+            raise BadInput("give a prompt with --prompt (or --from-png / --jobs).")
+        base_req = Request(
+            prompt=prompt,
+            face=Face(None, "none"),
+            seed=seed,
+            n=n,
+            w=w,
+            c=c,
+            a=a,
+            variety=variety,
+            steps=steps,
+            scheduler=scheduler,
+            height=height,
+            width=width,
+            negative=negative,
+        )
+        base_req.check()
+    ctx = _ModelContext(model, device, dtype, store, embedder_weights)
+    if from_png is None:
+        base_req.face = ctx.face(face)
+    base_req.model = ctx.model
+    if sweep:
+        _generate_sweep(ctx, base_req, sweep, out, force, as_json)
+        return
+    from face0cli.generate import output_paths
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base_req.face.label)[:40] + f"-s{base_req.seed}"
+    if from_png is not None and out == Path("face0-out"):
+        out = from_png.with_name(from_png.stem + "-again.png")
+    paths = output_paths(out, stem, base_req.n)
+    _check_free(paths, force)
+    results = _render_all(ctx, [base_req], [paths], as_json)
+    _show_results(results, as_json)
+
+
+def _show_results(results: list[dict[str, Any]], as_json: bool) -> None:
+    rows = [{k: v for k, v in r.items() if k != "image"} for r in results]
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="face0 generate", title_justify="left")
+    for col in ("image", "face", "seed", "UNet calls/step"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(str(r["path"]), r["face"], str(r["seed"]), str(r.get("unet_calls_per_step")))
+    console.print(table)
+
+
+def _generate_sweep(
+    ctx: _ModelContext, base: Any, sweep: list[str], out: Path, force: bool, as_json: bool
+) -> None:
+    from face0cli.generate import make_grid, parse_sweep, save_png, sweep_requests
+
+    reqs, rows, cols, rl, cl = sweep_requests(base, parse_sweep(sweep))
+    path = out if out.suffix.lower() == ".png" else out / "sweep.png"
+    _check_free([path], force)
+    results = _render_all(ctx, reqs, [[] for _ in reqs], True)
+    grid = make_grid(
+        [r["image"] for r in results],
+        rows,
+        cols,
+        row_labels=rl,
+        col_labels=cl,
+        title=f"{base.prompt} | face {base.face.label} | seed {base.seed}",
+    )
+    params = base.params(0) | {"model": ctx.model, "sweep": sweep}
+    save_png(grid, params, path)
+    if as_json:
+        _print_json({"grid": str(path), "rows": rl, "cols": cl})
+    else:
+        console.print(f"sweep grid ({rows}x{cols}) -> {path}")
+
+
+def _run_jobs(
+    jobs: Path,
+    model: str | None,
+    out: Path,
+    force: bool,
+    device: str,
+    dtype: str,
+    store: Path | None,
+    weights: Path | None,
+) -> int:
+    """Run a JSONL batch: one job per line, one JSON result per line on stdout; 1 when any job failed."""
+    from face0cli.errors import BadInput, Face0Error
+    from face0cli.generate import Request, output_paths, parse_size, read_text_file
+
+    lines = read_text_file(jobs).splitlines()
+    ctx = _ModelContext(model, device, dtype, store, weights)
+    failed = 0
+    fields = {
+        "prompt",
+        "face",
+        "seed",
+        "n",
+        "w",
+        "c",
+        "a",
+        "variety",
+        "steps",
+        "scheduler",
+        "size",
+        "negative",
+        "out",
+    }
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            try:
+                job = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BadInput(f"not valid JSON ({e.msg})") from None
+            if not isinstance(job, dict):
+                raise BadInput("a job must be a JSON object")
+            unknown = set(job) - fields
+            if unknown:
+                raise BadInput(f"unknown field(s) {', '.join(sorted(unknown))}")
+            if not job.get("prompt"):
+                raise BadInput("a job needs a prompt")
+            h, w_ = parse_size(job.get("size"))
+            kw = {
+                k: job[k] for k in ("seed", "n", "w", "c", "a", "variety", "steps", "scheduler") if k in job
+            }
+            req = Request(
+                prompt=job["prompt"],
+                face=ctx.face(job.get("face")),
+                height=h,
+                width=w_,
+                negative=job.get("negative", ""),
+                model=ctx.model,
+                **kw,
+            )
+            req.check()
+            target = Path(job["out"]) if job.get("out") else out / f"job-{lineno:04d}"
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", req.face.label)[:40] + f"-s{req.seed}"
+            paths = output_paths(target, stem, req.n)
+            _check_free(paths, force)
+            results = _render_all(ctx, [req], [paths], True)
+            sys.stdout.write(
+                json.dumps({"line": lineno, "ok": True, "images": [r["path"] for r in results]}) + "\n"
+            )
+        except Face0Error as e:
+            failed += 1
+            sys.stdout.write(json.dumps({"line": lineno, "ok": False, "error": str(e)}) + "\n")
+            error(f"{jobs}:{lineno}: {e}")
+        sys.stdout.flush()
+    return 1 if failed else 0
+
+
+@app.command()
+def debias(
+    prompt: Annotated[
+        str,
+        typer.Option("--prompt", "-p", help="A prompt that names no one, e.g. 'a stock photo of a doctor'."),
+    ],
+    n: Annotated[int, typer.Option("--n", help="Images, each with a fresh face from the model's GMM.")] = 8,
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    w: Annotated[float, typer.Option("--w", help="Guidance scale w.")] = 7.5,
+    c: Annotated[float, typer.Option("--c", help="Weight of text+face (paper §2.2).")] = 1.0,
+    a: Annotated[float, typer.Option("--a", help="Face-only against text-only.")] = 0.0,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
+    scheduler: Annotated[
+        str, typer.Option("--scheduler", help="ddim, dpm++, euler, euler-a or pndm.")
+    ] = "ddim",
+    size: Annotated[
+        str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")
+    ] = None,
+    negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the images, grid.png and faces.safetensors.")
+    ] = Path("face0-debias"),
+    force: ForceOpt = False,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    as_json: JsonOpt = False,
+) -> None:
+    """Counter the model's bias: every image gets a fresh random face from the GMM (paper §3.1)."""
+    from face0cli.generate import Face, Request, make_grid, parse_size, save_debias_faces
+
+    height, width = parse_size(size)
+    base = Request(
+        prompt=prompt,
+        face=Face(None, "none"),
+        seed=seed,
+        n=1,
+        w=w,
+        c=c,
+        a=a,
+        steps=steps,
+        scheduler=scheduler,
+        height=height,
+        width=width,
+        negative=negative,
+    )
+    base.check()
+    if n < 1:
+        from face0cli.errors import ParameterError
+
+        raise ParameterError(f"--n must be >= 1, got {n}.")
+    ctx = _ModelContext(model, device, dtype, None, None)
+    import dataclasses
+
+    reqs = [
+        dataclasses.replace(base, seed=seed + i, face=ctx.face(f"random:{seed + i}"), model=ctx.model)
+        for i in range(n)
+    ]
+    paths = [[out / f"debias-{i:03d}.png"] for i in range(n)]
+    grid_path, faces_path = out / "grid.png", out / "faces.safetensors"
+    _check_free([p[0] for p in paths] + [grid_path, faces_path], force)
+    results = _render_all(ctx, reqs, paths, as_json)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    images = [r["image"] for r in results]
+    images += [images[0].copy().point(lambda _: 255)] * (rows * cols - n)
+    labels = [f"#{i} face seed {seed + i}" for i in range(n)]
+    grid = make_grid(images, rows, cols, title=f"{prompt} | a fresh face per image")
+    from face0cli.generate import save_png
+
+    save_png(grid, {"prompt": prompt, "seeds": [seed + i for i in range(n)], "model": ctx.model}, grid_path)
+    save_debias_faces(faces_path, reqs, ctx.embedder_id, ctx.pipe.gmm.identity)
+    if as_json:
+        _print_json(
+            {
+                "grid": str(grid_path),
+                "faces": str(faces_path),
+                "images": [{k: v for k, v in r.items() if k != "image"} for r in results],
+            }
+        )
+        return
+    console.print(f"{n} images, {n} fresh faces -> {out}/ (grid: {grid_path})")
+    console.print(
+        f"keep face i with: face0 character new NAME --from-debias {out} --index i   ({', '.join(labels[:2])}...)"
+    )
+
+
+@character_app.command("new")
+def character_new(
+    name: Annotated[str, typer.Argument(help="Name of the new character.", show_default=False)],
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", "-s", help="Seed for the GMM sample; default: a random one, recorded."),
+    ] = None,
+    from_image: Annotated[
+        Path | None,
+        typer.Option("--from-image", help="Keep the face in a (generated) image instead (paper §3.2)."),
+    ] = None,
+    from_debias: Annotated[
+        Path | None, typer.Option("--from-debias", help="A folder written by face0 debias.")
+    ] = None,
+    index: Annotated[int, typer.Option("--index", help="With --from-debias: which image's face.")] = 0,
+    model: ModelOpt = None,
+    force: ForceOpt = False,
+    note: NoteOpt = "",
+    store: StoreOpt = None,
+    embedder_weights: EmbedderWeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Invent a consistent character: a random face from the model's GMM (paper §3.1, §3.2)."""
+    from face0cli.errors import BadInput, CharacterExists
+    from face0cli.store import Character, check_name
+
+    check_name(name)
+    lib = _store(store)
+    if not force and name in lib:
+        raise CharacterExists(f"a character named '{name}' exists already; use --force to replace it.")
+    if sum(x is not None for x in (seed, from_image, from_debias)) > 1:
+        raise BadInput("give at most one of --seed, --from-image and --from-debias.")
+    if from_debias is not None:
+        from face0cli.generate import load_debias_face
+
+        vector, embedder_id, prov = load_debias_face(
+            from_debias / "faces.safetensors" if from_debias.is_dir() else from_debias, index
+        )
+        char = Character.new(name, vector, embedder_id, "random", prov, note=note)
+    else:
+        ctx = _ModelContext(model, "cpu", "fp32", store, embedder_weights)
+        if from_image is not None:
+            vector, prov = ctx.embed_photo(from_image)
+            char = Character.new(
+                name, vector, ctx.embedder_id, "photo", {"from_image": prov, "model": ctx.model}, note=note
+            )
+        else:
+            face = ctx.face(f"random:{seed}" if seed is not None else "random")
+            prov = {
+                "sampler": "gmm",
+                "seed": face.source["seed"],
+                "gmm": face.source["gmm"],
+                "model": ctx.model,
+            }
+            char = Character.new(name, face.vector, ctx.embedder_id, "random", prov, note=note)
+    lib.add(char, force=force)
+    if as_json:
+        _print_json(char.to_json())
+    else:
+        console.print(
+            f"saved [bold]{name}[/] ({char.kind}, {char.dim}-d) to {lib.path}: {json.dumps(char.provenance)}"
+        )
 
 
 def main() -> None:

@@ -1,0 +1,430 @@
+"""Requests for the sampler: resolve a face, render images, write PNGs that carry their parameters (paper §2.2, §3).
+
+This is the library side of `face0 generate`, `face0 debias`, sweeps and strips. It owns the PNG parameter
+chunk, so `face0 generate --from-png IMG` reproduces an image exactly, and the labelled grids people look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
+
+from face0cli import __version__
+from face0cli.errors import BadInput, EmbedderMismatch, ModelError, ParameterError
+
+PNG_KEY = "face0"
+SWEEPABLE = ("w", "c", "a", "variety", "seed", "steps")
+
+
+@dataclass
+class Face:
+    """A resolved face: the embedding to condition on and where it came from."""
+
+    vector: np.ndarray | None  # (D,) float32, None = no face (the null face)
+    label: str
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": self.label, "source": self.source}
+        if self.vector is not None:
+            out["vector_b64"] = base64.b64encode(np.asarray(self.vector, "<f4").tobytes()).decode()
+            out["dim"] = int(self.vector.shape[0])
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Face:
+        vec = None
+        if data.get("vector_b64"):
+            vec = np.frombuffer(base64.b64decode(data["vector_b64"]), dtype="<f4").astype(np.float32)
+        return cls(vec, data.get("label", "face"), data.get("source", {}))
+
+
+@dataclass
+class Request:
+    """One generation request: a prompt, a face and the sampler settings (paper §2.2 defaults)."""
+
+    prompt: str
+    face: Face
+    seed: int = 0
+    n: int = 1
+    w: float = 7.5
+    c: float = 1.0
+    a: float = 0.0
+    variety: float = 0.0
+    steps: int = 50
+    scheduler: str = "ddim"
+    height: int | None = None
+    width: int | None = None
+    negative: str = ""
+    model: str = ""
+
+    def check(self) -> None:
+        for k in ("w", "c", "a", "variety"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ParameterError(f"--{k} must be a finite number, got {v!r}.")
+        if self.variety < 0:
+            raise ParameterError(f"--variety must be >= 0, got {self.variety}.")
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise ParameterError(f"--steps must be a whole number >= 1, got {self.steps}.")
+        if int(self.n) != self.n or self.n < 1:
+            raise ParameterError(f"--n must be a whole number >= 1, got {self.n}.")
+        if int(self.seed) != self.seed or self.seed < 0:
+            raise ParameterError(f"--seed must be a whole number >= 0, got {self.seed}.")
+        for k in ("height", "width"):
+            v = getattr(self, k)
+            if v is not None and (int(v) != v or v < 8 or v % 8):
+                raise ParameterError(f"the image {k} must be a positive multiple of 8, got {v}.")
+
+    def params(self, index: int) -> dict[str, Any]:
+        """The parameters of image `index` of this request, as written into its PNG."""
+        d = dataclasses.asdict(self)
+        d.pop("face")
+        d.pop("n")
+        d["seed"] = self.seed + index
+        return {"face0_version": __version__, **d, "face": self.face.to_json()}
+
+
+def parse_size(text: str | None) -> tuple[int | None, int | None]:
+    """'512' -> (512, 512); '512x768' (width x height) -> (768, 512) as (height, width)."""
+    if not text:
+        return None, None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX*]\s*(\d+))?\s*", text)
+    if not m:
+        raise ParameterError(f"--size must look like 512 or 512x768 (width x height), got {text!r}.")
+    width = int(m.group(1))
+    height = int(m.group(2) or m.group(1))
+    for v in (width, height):
+        if v < 8 or v % 8:
+            raise ParameterError(f"--size must be made of positive multiples of 8, got {text!r}.")
+    return height, width
+
+
+# ------------------------------------------------------------------------------------------------- faces
+
+
+def face_from_vector(vector: np.ndarray, label: str, source: dict[str, Any]) -> Face:
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if not np.all(np.isfinite(v)):
+        raise BadInput(f"the face embedding of {label} is not finite.")
+    return Face(v, label, source)
+
+
+def resolve_face(
+    spec: str | None,
+    *,
+    store: Any,
+    model_embedder_id: str,
+    model_dim: int,
+    gmm: Any = None,
+    embed_photo: Callable[[Path], tuple[np.ndarray, dict[str, Any]]] | None = None,
+) -> Face:
+    """Turn `--face` into an embedding: a library name, a photo path, `random[:SEED]` (the model's GMM) or `none`.
+
+    Args:
+        spec: the user's text.
+        store: a FaceStore.
+        model_embedder_id, model_dim: what the model's projector expects.
+        gmm: the model's FaceGMM (for random faces), or None.
+        embed_photo: path -> (vector (D,), provenance); only called for photos.
+    """
+    if spec is None or spec.lower() in ("none", "no", ""):
+        return Face(None, "none", {"kind": "none"})
+    m = re.fullmatch(r"random(?::(\d+))?", spec)
+    if m:
+        if gmm is None:
+            raise ModelError("this model has no GMM of faces (gmm/), so it cannot draw a random face.")
+        seed = int(m.group(1)) if m.group(1) else int(np.random.SeedSequence().entropy % (2**31))
+        vec = gmm.sample(1, seed=seed)[0]
+        return face_from_vector(vec, f"random:{seed}", {"kind": "random", "seed": seed, "gmm": gmm.identity})
+    path = Path(spec)
+    looks_like_file = path.suffix != "" or "/" in spec or path.exists()
+    if looks_like_file and not (store is not None and _in_store(store, spec)):
+        if embed_photo is None:
+            raise BadInput(f"{spec} is a photo, but no face embedder is available.")
+        vec, prov = embed_photo(path)
+        face = face_from_vector(vec, path.name, {"kind": "photo", **prov})
+    else:
+        char = store.get(spec)
+        if char.embedder_id != model_embedder_id:
+            raise EmbedderMismatch(
+                f"character '{spec}' was embedded with {char.embedder_id}, but the model expects "
+                f"{model_embedder_id}."
+            )
+        face = face_from_vector(
+            char.vector, spec, {"kind": "character", "name": spec, "character_kind": char.kind}
+        )
+    if face.vector is not None and face.vector.shape[0] != model_dim:
+        raise EmbedderMismatch(
+            f"the face embedding has dimension {face.vector.shape[0]}, but the model expects {model_dim}."
+        )
+    return face
+
+
+def _in_store(store: Any, name: str) -> bool:
+    try:
+        return name in store
+    except Exception:  # a name that breaks the naming rule is simply not in the store
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ PNGs
+
+
+def save_png(image: Image.Image, params: dict[str, Any], path: Path) -> Path:
+    """Write `image` to `path` atomically with its parameters in a PNG text chunk ('face0', JSON)."""
+    info = PngInfo()
+    info.add_text(PNG_KEY, json.dumps(params, sort_keys=True))
+    human = {k: v for k, v in params.items() if k != "face"}
+    human["face"] = params.get("face", {}).get("label")
+    info.add_text("parameters", ", ".join(f"{k}: {v}" for k, v in human.items()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG", pnginfo=info)
+    tmp.replace(path)
+    return path
+
+
+def read_png_params(path: Path) -> dict[str, Any]:
+    """The parameters face0 wrote into a PNG, or BadInput if it has none."""
+    from face0cli.images import load_image
+
+    load_image(path)  # the same checks as any image (missing, corrupt, too large)
+    with Image.open(path) as im:
+        text = getattr(im, "text", {}) or {}
+    if PNG_KEY not in text:
+        raise BadInput(f"{path} carries no face0 parameters (was it written by face0 generate?).")
+    try:
+        return json.loads(text[PNG_KEY])
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path} has a damaged face0 parameter chunk ({e.msg}).") from e
+
+
+def request_from_params(params: dict[str, Any]) -> Request:
+    """Rebuild the request of one image from its PNG parameters (n = 1, the image's own seed)."""
+    names = {f.name for f in dataclasses.fields(Request)} - {"face", "n"}
+    kwargs = {k: params[k] for k in names if k in params}
+    req = Request(face=Face.from_json(params.get("face", {})), n=1, **kwargs)
+    req.check()
+    return req
+
+
+def output_paths(out: Path, stem: str, count: int) -> list[Path]:
+    """Where the images of a request go: OUT.png for one image, OUT-000.png... for several, or a folder."""
+    if out.suffix.lower() == ".png":
+        if count == 1:
+            return [out]
+        return [out.with_name(f"{out.stem}-{i:03d}.png") for i in range(count)]
+    return [out / f"{stem}-{i:03d}.png" for i in range(count)]
+
+
+# ----------------------------------------------------------------------------------------------- render
+
+
+def render(
+    pipe: Any, req: Request, *, on_step: Callable[[], None] | None = None
+) -> Iterator[tuple[int, Image.Image, dict]]:
+    """Generate the n images of a request, one seeded generator per image, so each is reproducible alone.
+
+    Yields (index, image, info) where info has the UNet calls per step.
+    """
+    import torch
+
+    req.check()
+    for i in range(req.n):
+        gen = torch.Generator(device="cpu").manual_seed(req.seed + i)
+        out = pipe(
+            req.prompt,
+            req.face.vector,
+            negative_prompt=req.negative,
+            w=req.w,
+            c=req.c,
+            a=req.a,
+            variety=req.variety,
+            num_inference_steps=req.steps,
+            height=req.height,
+            width=req.width,
+            generator=gen,
+            scheduler=req.scheduler,
+            callback=(lambda *args, **kw: on_step()) if on_step else None,
+        )
+        yield i, out.images[0], {"unet_calls_per_step": getattr(out, "unet_calls_per_step", None)}
+
+
+# ------------------------------------------------------------------------------------------------- grids
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without scalable default font
+        return ImageFont.load_default()
+
+
+def make_grid(
+    images: Sequence[Image.Image],
+    rows: int,
+    cols: int,
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    title: str = "",
+    tile: int | None = None,
+) -> Image.Image:
+    """Lay images out in a labelled grid (paper Fig. 5-7 style): rows x cols tiles, labels on the left and top."""
+    if len(images) != rows * cols:
+        raise ValueError(f"{len(images)} images do not fill a {rows}x{cols} grid")
+    w0, h0 = images[0].size
+    tile = tile or max(w0, 128)
+    scale = tile / w0
+    tw, th = tile, int(round(h0 * scale))
+    fsize = max(12, tile // 12)
+    font = _font(fsize)
+    left = (max((len(s) for s in row_labels), default=0) * fsize * 0.6 + 12) if row_labels else 0
+    left = int(left)
+    top = (fsize + 12 if col_labels else 0) + (fsize + 14 if title else 0)
+    pad = 4
+    W = left + cols * (tw + pad) + pad
+    H = top + rows * (th + pad) + pad
+    canvas = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    y_title = 6
+    if title:
+        draw.text((pad + 2, y_title), title, fill=(0, 0, 0), font=font)
+    ycol = (fsize + 14 if title else 0) + 4
+    for j in range(cols):
+        x = left + pad + j * (tw + pad)
+        if col_labels:
+            draw.text((x + 2, ycol), col_labels[j], fill=(0, 0, 0), font=font)
+    for i in range(rows):
+        y = top + pad + i * (th + pad)
+        if row_labels:
+            draw.text((6, y + th // 2 - fsize // 2), row_labels[i], fill=(0, 0, 0), font=font)
+        for j in range(cols):
+            x = left + pad + j * (tw + pad)
+            im = images[i * cols + j].convert("RGB")
+            if im.size != (tw, th):
+                im = im.resize((tw, th), Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS)
+            canvas.paste(im, (x, y))
+    return canvas
+
+
+def parse_sweep(specs: Sequence[str]) -> list[tuple[str, list[float]]]:
+    """`c=0,0.5,1 a=0,1` -> [("c", [0, .5, 1]), ("a", [0, 1])]; at most two parameters (rows, columns)."""
+    out: list[tuple[str, list[float]]] = []
+    for spec in specs:
+        for part in spec.split():
+            m = re.fullmatch(r"([a-z]+)=([^=]+)", part)
+            if not m or m.group(1) not in SWEEPABLE:
+                raise ParameterError(
+                    f"--sweep takes NAME=V1,V2,... with NAME one of {', '.join(SWEEPABLE)}; got {part!r}."
+                )
+            try:
+                values = [float(v) for v in m.group(2).split(",") if v.strip()]
+            except ValueError as e:
+                raise ParameterError(f"--sweep {part!r}: values must be numbers.") from e
+            if not values or not all(math.isfinite(v) for v in values):
+                raise ParameterError(f"--sweep {part!r}: values must be finite numbers.")
+            out.append((m.group(1), values))
+    if not 1 <= len(out) <= 2:
+        raise ParameterError("--sweep takes one or two parameters (rows, then columns).")
+    if len({k for k, _ in out}) != len(out):
+        raise ParameterError("--sweep names the same parameter twice.")
+    return out
+
+
+def sweep_requests(
+    base: Request, sweep: list[tuple[str, list[float]]]
+) -> tuple[list[Request], int, int, list[str], list[str]]:
+    """The grid of requests of a sweep: rows = first parameter, columns = second (or a single row)."""
+    (rk, rv), (ck, cv) = (sweep[0], sweep[1]) if len(sweep) == 2 else (("", [0.0]), sweep[0])
+    reqs = []
+    for r in rv:
+        for c in cv:
+            changes: dict[str, Any] = {}
+            for k, v in ((rk, r), (ck, c)):
+                if k:
+                    changes[k] = int(v) if k in ("seed", "steps") else v
+            req = dataclasses.replace(base, n=1, **changes)
+            req.check()
+            reqs.append(req)
+    row_labels = [f"{rk}={_fmt(v)}" for v in rv] if rk else [""]
+    col_labels = [f"{ck}={_fmt(v)}" for v in cv]
+    return reqs, len(rv), len(cv), row_labels, col_labels
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def read_text_file(path: Path) -> str:
+    """The text of a user's file (a jobs file), or BadInput with one sentence."""
+    if not path.exists():
+        raise BadInput(f"{path} does not exist.")
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder, not a file.")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path} is not UTF-8 text.") from e
+
+
+def save_debias_faces(path: Path, reqs: Sequence[Request], embedder_id: str, gmm_identity: str) -> None:
+    """Write the faces a debias run used (n, D) with their seeds, so any can be kept as a character."""
+    from safetensors.numpy import save_file
+
+    vecs = np.stack([np.asarray(r.face.vector, np.float32) for r in reqs])
+    meta = {
+        "format": "face0-debias-faces",
+        "embedder_id": embedder_id,
+        "gmm": gmm_identity,
+        "seeds": json.dumps([r.face.source.get("seed") for r in reqs]),
+        "prompt": reqs[0].prompt if reqs else "",
+        "model": reqs[0].model if reqs else "",
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({"embeddings": vecs}, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_debias_face(path: Path, index: int) -> tuple[np.ndarray, str, dict[str, Any]]:
+    """Face `index` of a debias run: (vector (D,), embedder id, provenance)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.exists():
+        raise BadInput(f"{path} does not exist (give the folder written by face0 debias).")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            vecs = f.get_tensor("embeddings")
+    except (SafetensorError, OSError, KeyError) as e:
+        raise BadInput(f"{path} is not a faces file written by face0 debias.") from e
+    if meta.get("format") != "face0-debias-faces":
+        raise BadInput(f"{path} is not a faces file written by face0 debias.")
+    if not 0 <= index < len(vecs):
+        raise ParameterError(f"--index must be between 0 and {len(vecs) - 1}, got {index}.")
+    seeds = json.loads(meta.get("seeds", "[]"))
+    prov = {
+        "sampler": "gmm",
+        "seed": seeds[index] if index < len(seeds) else None,
+        "gmm": meta.get("gmm"),
+        "model": meta.get("model"),
+        "from_debias": str(path),
+        "index": index,
+        "prompt": meta.get("prompt"),
+    }
+    return np.asarray(vecs[index], np.float32), meta.get("embedder_id", ""), prov
