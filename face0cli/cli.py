@@ -117,12 +117,8 @@ def _root(
 
 @app.command()
 def embed(
-    photos: Annotated[
-        list[Path], typer.Argument(help="One or more photos of the same person.", show_default=False)
-    ],
-    name: Annotated[
-        str, typer.Option("--name", "-n", help="Name of the character to save.", show_default=False)
-    ],
+    photos: Annotated[list[Path], typer.Argument(help="One or more photos of the same person.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name of the character to save.", show_default=False)],
     force: ForceOpt = False,
     save_crop: Annotated[
         Path | None, typer.Option("--save-crop", help="Also save the 160x160 face crops in this folder.")
@@ -314,29 +310,34 @@ def mix(
             help="Characters with weights, e.g. alice=0.7 bob=0.3 (a bare name weighs 1).", show_default=False
         ),
     ] = None,
-    name: Annotated[
-        str, typer.Option("--name", "-n", help="Name of the new character.", show_default=False)
-    ] = "",
+    name: Annotated[str, typer.Option("--name", "-n", help="Name of the new character.", show_default=False)] = "",
     t: Annotated[
         float | None, typer.Option("--t", help="Interpolate between exactly two characters: (1-t)*A + t*B.")
     ] = None,
     base: Annotated[str | None, typer.Option("--base", help="Direction edit: the character to edit.")] = None,
-    towards: Annotated[
-        str | None, typer.Option("--towards", help="Direction edit: move towards this one.")
-    ] = None,
+    towards: Annotated[str | None, typer.Option("--towards", help="Direction edit: move towards this one.")] = None,
     origin: Annotated[
         str | None,
-        typer.Option(
-            "--origin", help="Direction edit: the direction is TOWARDS - ORIGIN (else TOWARDS - BASE)."
-        ),
+        typer.Option("--origin", help="Direction edit: the direction is TOWARDS - ORIGIN (else TOWARDS - BASE)."),
     ] = None,
     amount: Annotated[float, typer.Option("--amount", help="Direction edit: how far to move.")] = 0.5,
+    strip: Annotated[
+        int, typer.Option("--strip", help="With --model: render an N-image strip from the start to the result.")
+    ] = 0,
+    model: ModelOpt = None,
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt of the strip.")] = "a photo of a person",
+    seed: Annotated[int, typer.Option("--seed", "-s", help="The strip's fixed seed.")] = 0,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the strip.")] = 50,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The strip PNG (default: NAME-strip.png).")] = None,
     force: ForceOpt = False,
     note: NoteOpt = "",
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make a new character from others: weighted mean, interpolation, or a direction edit (paper §3.3)."""
+    """Make a new character from others: weighted mean, interpolation, or a direction edit (paper §3.3).
+
+    With --strip N and a model, also render an interpolation strip at a fixed seed (paper Fig. 5/6).
+    """
     import numpy as np
 
     from face0cli.errors import BadInput, CharacterExists, ParameterError
@@ -375,9 +376,7 @@ def mix(
     else:
         pairs = parse_weighted(specs)
         if len(pairs) < 2:
-            raise BadInput(
-                "mix needs at least two characters (e.g. alice=0.7 bob=0.3), --t, or --base/--towards."
-            )
+            raise BadInput("mix needs at least two characters (e.g. alice=0.7 bob=0.3), --t, or --base/--towards.")
         parts = [lib.get(n) for n, _ in pairs]
         check_compatible(parts)
         vector = weighted_mean(np.stack([p.vector for p in parts]), np.array([w for _, w in pairs]))
@@ -387,11 +386,59 @@ def mix(
             "weights": [w for _, w in pairs],
         }
     char = Character.new(name, vector, parts[0].embedder_id, "mix", provenance, note=note)
+    strip_path = None
+    if strip:
+        if strip < 2:
+            raise ParameterError(f"--strip must be at least 2 images, got {strip}.")
+        # lerp: from A to B; weighted mean and direction: from the first parent (the base) to the result
+        start = parts[0].vector
+        end = parts[1].vector if provenance["op"] == "lerp" else vector
+        strip_path = out or Path(f"{name}-strip.png")
+        _check_free([strip_path], force)
+        _render_strip(model, start, end, strip, prompt, seed, steps, strip_path, name, store)
     lib.add(char, force=force)
     if as_json:
-        _print_json(char.to_json())
+        _print_json(char.to_json() | {"strip": str(strip_path) if strip_path else None})
     else:
         console.print(f"saved [bold]{name}[/] ({provenance['op']}) to {lib.path}")
+        if strip_path:
+            console.print(f"strip: {strip_path}")
+
+
+def _render_strip(
+    model: str | None,
+    start: Any,
+    end: Any,
+    n: int,
+    prompt: str,
+    seed: int,
+    steps: int,
+    path: Path,
+    name: str,
+    store: Path | None,
+) -> None:
+    """N images at one seed with the face moving linearly from `start` to `end` (paper Fig. 5/6)."""
+    from face0cli.errors import EmbedderMismatch
+    from face0cli.face_space import lerp
+    from face0cli.generate import Face, Request, make_grid, save_png
+
+    ctx = _ModelContext(model, "cpu", "fp32", store, None)
+    if start.shape[0] != ctx.dim:
+        raise EmbedderMismatch(f"the characters have dimension {start.shape[0]}, but the model expects {ctx.dim}.")
+    ts = [k / (n - 1) for k in range(n)]
+    reqs = [
+        Request(prompt=prompt, face=Face(lerp(start, end, t), f"t={t:.2f}"), seed=seed, steps=steps, model=ctx.model)
+        for t in ts
+    ]
+    results = _render_all(ctx, reqs, [[] for _ in reqs], True)
+    grid = make_grid(
+        [r["image"] for r in results],
+        1,
+        n,
+        col_labels=[f"t={t:.2f}" for t in ts],
+        title=f"{name}: {prompt} | seed {seed}",
+    )
+    save_png(grid, {"strip": name, "prompt": prompt, "seed": seed, "steps": steps, "t": ts, "model": ctx.model}, path)
 
 
 # ------------------------------------------------------------------------------------------ model commands
@@ -419,9 +466,7 @@ class _ModelContext:
         from face0cli.pipeline import Face0Pipeline
 
         if not model:
-            raise ModelError(
-                "no model given: pass --model DIR (a face0 model directory or hub id) or set FACE0_MODEL."
-            )
+            raise ModelError("no model given: pass --model DIR (a face0 model directory or hub id) or set FACE0_MODEL.")
         self.model = str(Path(model).resolve()) if Path(model).exists() else model
         self.pipe = Face0Pipeline.load(self.model, device=device, dtype=dtype)
         self.store = _store(store)
@@ -478,9 +523,7 @@ def _check_free(paths: list[Path], force: bool) -> None:
             raise BadInput(f"{p} exists already; use --force to replace it.")
 
 
-def _render_all(
-    ctx: _ModelContext, reqs: list[Any], paths: list[list[Path]], quiet: bool
-) -> list[dict[str, Any]]:
+def _render_all(ctx: _ModelContext, reqs: list[Any], paths: list[list[Path]], quiet: bool) -> list[dict[str, Any]]:
     """Render requests with one progress bar, save every image with its parameters; return the results."""
     from face0cli.console import progress
     from face0cli.generate import render, save_png
@@ -521,9 +564,7 @@ def generate(
     ] = 1.0,
     a: Annotated[
         float,
-        typer.Option(
-            "--a", help="Face-only against text-only in the rest: 0 or 1 (c=1.4, a=1: very stylised)."
-        ),
+        typer.Option("--a", help="Face-only against text-only in the rest: 0 or 1 (c=1.4, a=1: very stylised)."),
     ] = 0.0,
     variety: Annotated[
         float, typer.Option("--variety", help="Std of Gaussian noise added to the face embedding.")
@@ -531,16 +572,12 @@ def generate(
     seed: SeedOpt = 0,
     n: Annotated[int, typer.Option("--n", help="Images to make.")] = 1,
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
-    scheduler: Annotated[
-        str, typer.Option("--scheduler", help="ddim, dpm++, euler, euler-a or pndm.")
-    ] = "ddim",
-    size: Annotated[
-        str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")
-    ] = None,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="ddim, dpm++, euler, euler-a or pndm.")] = "ddim",
+    size: Annotated[str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt (the 'no text' branch).")] = "",
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="A .png file, or a folder for several images.")
-    ] = Path("face0-out"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="A .png file, or a folder for several images.")] = Path(
+        "face0-out"
+    ),
     sweep: Annotated[
         list[str] | None,
         typer.Option("--sweep", help="A labelled grid: --sweep c=0,0.5,1 --sweep a=0,1 (paper Fig. 7)."),
@@ -623,9 +660,7 @@ def _show_results(results: list[dict[str, Any]], as_json: bool) -> None:
     console.print(table)
 
 
-def _generate_sweep(
-    ctx: _ModelContext, base: Any, sweep: list[str], out: Path, force: bool, as_json: bool
-) -> None:
+def _generate_sweep(ctx: _ModelContext, base: Any, sweep: list[str], out: Path, force: bool, as_json: bool) -> None:
     from face0cli.generate import make_grid, parse_sweep, save_png, sweep_requests
 
     reqs, rows, cols, rl, cl = sweep_requests(base, parse_sweep(sweep))
@@ -696,9 +731,7 @@ def _run_jobs(
             if not job.get("prompt"):
                 raise BadInput("a job needs a prompt")
             h, w_ = parse_size(job.get("size"))
-            kw = {
-                k: job[k] for k in ("seed", "n", "w", "c", "a", "variety", "steps", "scheduler") if k in job
-            }
+            kw = {k: job[k] for k in ("seed", "n", "w", "c", "a", "variety", "steps", "scheduler") if k in job}
             req = Request(
                 prompt=job["prompt"],
                 face=ctx.face(job.get("face")),
@@ -714,9 +747,7 @@ def _run_jobs(
             paths = output_paths(target, stem, req.n)
             _check_free(paths, force)
             results = _render_all(ctx, [req], [paths], True)
-            sys.stdout.write(
-                json.dumps({"line": lineno, "ok": True, "images": [r["path"] for r in results]}) + "\n"
-            )
+            sys.stdout.write(json.dumps({"line": lineno, "ok": True, "images": [r["path"] for r in results]}) + "\n")
         except Face0Error as e:
             failed += 1
             sys.stdout.write(json.dumps({"line": lineno, "ok": False, "error": str(e)}) + "\n")
@@ -738,12 +769,8 @@ def debias(
     c: Annotated[float, typer.Option("--c", help="Weight of text+face (paper §2.2).")] = 1.0,
     a: Annotated[float, typer.Option("--a", help="Face-only against text-only.")] = 0.0,
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
-    scheduler: Annotated[
-        str, typer.Option("--scheduler", help="ddim, dpm++, euler, euler-a or pndm.")
-    ] = "ddim",
-    size: Annotated[
-        str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")
-    ] = None,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="ddim, dpm++, euler, euler-a or pndm.")] = "ddim",
+    size: Annotated[str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the images, grid.png and faces.safetensors.")
@@ -780,8 +807,7 @@ def debias(
     import dataclasses
 
     reqs = [
-        dataclasses.replace(base, seed=seed + i, face=ctx.face(f"random:{seed + i}"), model=ctx.model)
-        for i in range(n)
+        dataclasses.replace(base, seed=seed + i, face=ctx.face(f"random:{seed + i}"), model=ctx.model) for i in range(n)
     ]
     paths = [[out / f"debias-{i:03d}.png"] for i in range(n)]
     grid_path, faces_path = out / "grid.png", out / "faces.safetensors"
@@ -823,9 +849,7 @@ def character_new(
         Path | None,
         typer.Option("--from-image", help="Keep the face in a (generated) image instead (paper §3.2)."),
     ] = None,
-    from_debias: Annotated[
-        Path | None, typer.Option("--from-debias", help="A folder written by face0 debias.")
-    ] = None,
+    from_debias: Annotated[Path | None, typer.Option("--from-debias", help="A folder written by face0 debias.")] = None,
     index: Annotated[int, typer.Option("--index", help="With --from-debias: which image's face.")] = 0,
     model: ModelOpt = None,
     force: ForceOpt = False,
@@ -871,9 +895,7 @@ def character_new(
     if as_json:
         _print_json(char.to_json())
     else:
-        console.print(
-            f"saved [bold]{name}[/] ({char.kind}, {char.dim}-d) to {lib.path}: {json.dumps(char.provenance)}"
-        )
+        console.print(f"saved [bold]{name}[/] ({char.kind}, {char.dim}-d) to {lib.path}: {json.dumps(char.provenance)}")
 
 
 def main() -> None:

@@ -43,10 +43,10 @@ from face0cli.errors import (
 
 NAME_RULE = (
     "a name has 1 to 64 letters, digits, '-', '_' or '.', starts with a letter or digit, "
-    "and is not the reserved word 'random'"
+    "and is not one of the reserved words 'random' and 'none'"
 )
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-RESERVED_NAMES = frozenset({"random"})
+RESERVED_NAMES = frozenset({"random", "none"})
 
 KINDS: tuple[str, ...] = ("photo", "random", "mix")
 
@@ -70,7 +70,9 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
         raise InvalidName(f"invalid character name {name!r}: {NAME_RULE}.")
     if name.lower() in RESERVED_NAMES:
-        raise InvalidName(f"'{name}' is reserved (--face random:SEED means a random face); choose another name.")
+        raise InvalidName(
+            f"'{name}' is reserved (--face random:SEED means a random face, --face none no face); choose another name."
+        )
     return name
 
 
