@@ -12,11 +12,16 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
+try:  # typer >= 0.20 carries its own copy of click, whose exceptions are not click's
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click import exceptions as click_exc  # type: ignore[no-redef]
+
 from face0cli import __version__
+from face0cli.config import Scheduler
 from face0cli.console import console, error
 from face0cli.errors import Face0Error
 
@@ -30,14 +35,13 @@ class Face0Group(TyperGroup):
         except Face0Error as e:
             error(str(e))
             sys.exit(e.exit_code)
-        except click.exceptions.NoArgsIsHelpError as e:
-            click.echo(e.ctx.get_help())
-            sys.exit(0)
-        except click.ClickException as e:
+        except click_exc.NoArgsIsHelpError:
+            sys.exit(0)  # typer has printed the help while raising this
+        except click_exc.ClickException as e:
             hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
-            error(f"{e.format_message()}{hint}")
+            error(f"{e.format_message().replace('Value error, ', '')}{hint}")
             sys.exit(e.exit_code)
-        except (click.Abort, KeyboardInterrupt):
+        except (typer.Abort, KeyboardInterrupt):
             error("interrupted; nothing was left half-written.")
             sys.exit(130)
         code = rv if isinstance(rv, int) else 0
@@ -462,8 +466,16 @@ class _ModelContext:
     """A loaded model plus what is needed to turn --face into an embedding for it."""
 
     def __init__(self, model: str | None, device: str, dtype: str, store: Path | None, weights: Path | None):
+        import diffusers.utils.logging
+        import transformers.utils.logging
+
         from face0cli.errors import ModelError
         from face0cli.pipeline import Face0Pipeline
+
+        diffusers.utils.logging.disable_progress_bar()  # the CLI shows its own progress
+        diffusers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
 
         if not model:
             raise ModelError("no model given: pass --model DIR (a face0 model directory or hub id) or set FACE0_MODEL.")
@@ -572,7 +584,9 @@ def generate(
     seed: SeedOpt = 0,
     n: Annotated[int, typer.Option("--n", help="Images to make.")] = 1,
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
-    scheduler: Annotated[str, typer.Option("--scheduler", help="ddim, dpm++, euler, euler-a or pndm.")] = "ddim",
+    scheduler: Annotated[
+        Scheduler, typer.Option("--scheduler", help="The sampler (the paper uses DDIM).")
+    ] = Scheduler.ddim,
     size: Annotated[str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt (the 'no text' branch).")] = "",
     out: Annotated[Path, typer.Option("--out", "-o", help="A .png file, or a folder for several images.")] = Path(
@@ -621,7 +635,7 @@ def generate(
             a=a,
             variety=variety,
             steps=steps,
-            scheduler=scheduler,
+            scheduler=scheduler.value,
             height=height,
             width=width,
             negative=negative,
@@ -769,7 +783,9 @@ def debias(
     c: Annotated[float, typer.Option("--c", help="Weight of text+face (paper §2.2).")] = 1.0,
     a: Annotated[float, typer.Option("--a", help="Face-only against text-only.")] = 0.0,
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
-    scheduler: Annotated[str, typer.Option("--scheduler", help="ddim, dpm++, euler, euler-a or pndm.")] = "ddim",
+    scheduler: Annotated[
+        Scheduler, typer.Option("--scheduler", help="The sampler (the paper uses DDIM).")
+    ] = Scheduler.ddim,
     size: Annotated[str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
     out: Annotated[
@@ -793,7 +809,7 @@ def debias(
         c=c,
         a=a,
         steps=steps,
-        scheduler=scheduler,
+        scheduler=scheduler.value,
         height=height,
         width=width,
         negative=negative,

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from face0cli.errors import ParameterError
@@ -23,6 +24,19 @@ def to_json(cfg: Any) -> str:
 def check_finite(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ParameterError(f"{name} must be a finite number, got {value!r}.")
+
+
+class Scheduler(str, Enum):
+    """Samplers by name (face0cli.pipeline.SCHEDULERS builds them); the paper samples with DDIM."""
+
+    ddim = "ddim"
+    dpmpp = "dpm++"
+    euler = "euler"
+    euler_a = "euler-a"
+    pndm = "pndm"
+
+
+SCHEDULER_NAMES: tuple[str, ...] = tuple(s.value for s in Scheduler)
 
 
 @dataclass(frozen=True)
@@ -76,3 +90,139 @@ class GMMConfig:
     covariance_type: str = "diag"
     seed: int = 0
     max_iter: int = 200
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """Turning image-caption pairs into training triplets (paper §2.1, §2.3): the largest face only, dropped
+    under min_face px; written and committed chunk_size samples at a time (the resume and shard unit)."""
+
+    min_face: int = 20
+    chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        if int(self.min_face) != self.min_face or self.min_face < 0:
+            raise ParameterError(f"min_face must be a whole number >= 0, got {self.min_face}.")
+        if int(self.chunk_size) != self.chunk_size or self.chunk_size < 1:
+            raise ParameterError(f"chunk_size must be a whole number >= 1, got {self.chunk_size}.")
+
+
+class TrainMode(str, Enum):
+    """What `face0 train` updates (paper §2.3 trains the UNet and the projector jointly)."""
+
+    unet = "unet"  # the whole UNet + the projector (the paper)
+    lora = "lora"  # LoRA adapters on the UNet's attention projections + the projector
+    projector = "projector"  # the projector only; the UNet stays as it is
+
+
+TRAIN_MODES: tuple[str, ...] = tuple(m.value for m in TrainMode)
+MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
+LR_SCHEDULERS: tuple[str, ...] = (
+    "constant_with_warmup",
+    "constant",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training a face0 model (paper §2.3): UNet + projector trained jointly on (image, caption, face embedding)
+    triplets, VAE and text encoder frozen, the projected face zeroed with p = 0.1, AdamW at lr 2e-5, EMA 0.9999.
+
+    The paper's batch of 256 is batch_size x gradient_accumulation_steps x processes. Steps are optimizer steps;
+    checkpoint_every / validate_every = 0 turn checkpoints / validation grids off.
+    """
+
+    train: str = "unet"
+    max_steps: int = 10_000
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    lr: float = 2e-5
+    lr_scheduler: str = "constant_with_warmup"
+    lr_warmup_steps: int = 500
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    face_drop: float = 0.1
+    resolution: int = 512
+    random_flip: bool = False
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    use_ema: bool = True
+    ema_decay: float = 0.9999
+    num_workers: int = 4
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    validate_every: int = 500
+    validation_prompts: tuple[str, ...] = ("a photo of a person", "a painting of a person")
+    validation_faces: int = 4
+    validation_steps: int = 25
+    validation_w: float = 7.5
+    lora_rank: int = 16
+    lora_alpha: float = 16.0
+    projector_hidden_dim: int = 768
+    projector_layers: int = 4
+    gmm_max_samples: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.train not in TRAIN_MODES:
+            raise ParameterError(f"train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}.")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ParameterError(
+                f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}."
+            )
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ParameterError(f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}.")
+        at_least = {
+            "max_steps": 1,
+            "batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "lr_warmup_steps": 0,
+            "num_workers": 0,
+            "log_every": 1,
+            "checkpoint_every": 0,
+            "keep_checkpoints": 1,
+            "validate_every": 0,
+            "validation_faces": 1,
+            "validation_steps": 1,
+            "lora_rank": 1,
+            "projector_hidden_dim": 1,
+            "projector_layers": 1,
+            "gmm_max_samples": 1,
+        }
+        for name, low in at_least.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ParameterError(f"{name} must be a whole number >= {low}, got {v!r}.")
+        for name in ("lr", "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm"):
+            check_finite(name, getattr(self, name))
+        for name in ("face_drop", "ema_decay", "validation_w", "lora_alpha"):
+            check_finite(name, getattr(self, name))
+        if self.lr <= 0:
+            raise ParameterError(f"lr must be > 0, got {self.lr}.")
+        if not 0.0 <= self.face_drop <= 1.0:
+            raise ParameterError(f"face_drop must be in [0, 1], got {self.face_drop}.")
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ParameterError(f"ema_decay must be in [0, 1], got {self.ema_decay}.")
+        if self.max_grad_norm < 0:
+            raise ParameterError(f"max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm}.")
+        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or self.resolution < 8:
+            raise ParameterError(f"resolution must be a whole number >= 8, got {self.resolution!r}.")
+        if self.resolution % 8:
+            raise ParameterError(f"resolution must be a multiple of 8, got {self.resolution}.")
+        if not isinstance(self.validation_prompts, tuple) or not all(
+            isinstance(p, str) for p in self.validation_prompts
+        ):
+            raise ParameterError("validation_prompts must be a tuple of strings.")
+
+    @property
+    def trains_unet(self) -> bool:
+        """Whether the UNet's own weights change (full fine-tuning; LoRA adds weights, the base stays)."""
+        return self.train == TrainMode.unet.value

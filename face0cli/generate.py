@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from face0cli import __version__
+from face0cli.config import SCHEDULER_NAMES
 from face0cli.errors import BadInput, EmbedderMismatch, ModelError, ParameterError
 
 PNG_KEY = "face0"
@@ -76,6 +77,8 @@ class Request:
                 raise ParameterError(f"--{k} must be a finite number, got {v!r}.")
         if self.variety < 0:
             raise ParameterError(f"--variety must be >= 0, got {self.variety}.")
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise ParameterError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}.")
         if int(self.steps) != self.steps or self.steps < 1:
             raise ParameterError(f"--steps must be a whole number >= 1, got {self.steps}.")
         if int(self.n) != self.n or self.n < 1:
@@ -115,7 +118,7 @@ def parse_size(text: str | None) -> tuple[int | None, int | None]:
 
 
 def face_from_vector(vector: np.ndarray, label: str, source: dict[str, Any]) -> Face:
-    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    v = np.array(vector, dtype=np.float32).reshape(-1)  # a writable copy
     if not np.all(np.isfinite(v)):
         raise BadInput(f"the face embedding of {label} is not finite.")
     return Face(v, label, source)
@@ -159,12 +162,10 @@ def resolve_face(
         char = store.get(spec)
         if char.embedder_id != model_embedder_id:
             raise EmbedderMismatch(
-                f"character '{spec}' was embedded with {char.embedder_id}, but the model expects "
+                f"character '{spec}' was made by the embedder {char.embedder_id}, but the model expects the embedder "
                 f"{model_embedder_id}."
             )
-        face = face_from_vector(
-            char.vector, spec, {"kind": "character", "name": spec, "character_kind": char.kind}
-        )
+        face = face_from_vector(char.vector, spec, {"kind": "character", "name": spec, "character_kind": char.kind})
     if face.vector is not None and face.vector.shape[0] != model_dim:
         raise EmbedderMismatch(
             f"the face embedding has dimension {face.vector.shape[0]}, but the model expects {model_dim}."

@@ -1,0 +1,152 @@
+"""Tiny Stable-Diffusion-shaped components built in code: the one place that makes tiny configs (DESIGN §2).
+
+Everything here is random-initialised from a seed and needs no download: a byte-level CLIP tokenizer with a
+few merges, a 2-layer CLIP text encoder of width 32, a small UNet and VAE, SD's DDIM noise schedule and a
+FaceProjector (Face0 paper §2.1) of width 32. A 4-step 32x32 generation takes a fraction of a second on a CPU.
+Tests and the synthetic world use it; the full world loads real directories through the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from face0cli.projector import FaceProjector
+
+CONTEXT_DIM = 32
+SEQ_LEN = 77
+
+# Stable Diffusion 1.x's training noise schedule (its scheduler/scheduler_config.json), sampled with DDIM.
+SD_SCHEDULE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+
+# Words of the synthetic world's captions; each gets the merges that spell it as one token.
+_WORDS = (
+    "a", "photo", "of", "person", "portrait", "face", "with", "the", "in", "and", "blue", "red", "green",
+    "hair", "background", "painting", "style", "smiling", "man", "woman", "wearing", "shirt", "hat",
+)  # fmt: skip
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins for bytes that byte-level BPE (GPT-2, CLIP) uses, in byte order."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    keep += list(range(ord("®"), ord("ÿ") + 1))
+    out: dict[int, str] = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in out:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def _merges() -> list[tuple[str, str]]:
+    """Left-to-right merges that make each of _WORDS (with CLIP's end-of-word mark) a single token."""
+    merges: list[tuple[str, str]] = []
+    for word in _WORDS:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            pair = (pieces[0], pieces[1])
+            if pair not in merges:
+                merges.append(pair)
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+    return merges
+
+
+def tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer over bytes plus a few merges, built in code, padded and truncated to 77 tokens."""
+    alphabet = _byte_alphabet()
+    tokens = alphabet + [ch + "</w>" for ch in alphabet]
+    merges = _merges()
+    tokens += ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    # merges go in as pairs: tokenizers' BPE takes tuples (transformers annotates them as strings)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=SEQ_LEN)  # type: ignore[arg-type]
+
+
+def tiny_components(seed: int = 0, embed_dim: int = 32, sample_size: int = 32) -> dict[str, Any]:
+    """Random tiny SD-shaped components plus a FaceProjector, the same for the same seed.
+
+    Args:
+        seed: seeds every module's initialisation.
+        embed_dim: D, the face embedding dimension the projector takes.
+        sample_size: the default image size in pixels (a multiple of 8); the UNet works at sample_size / 4.
+
+    Returns:
+        {"vae", "text_encoder", "tokenizer", "unet", "scheduler", "projector"}, ready for Face0Pipeline(**it).
+    """
+    if sample_size % 8:
+        raise ValueError(f"sample_size must be a multiple of 8, got {sample_size}")
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=CONTEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=sample_size,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=CONTEXT_DIM,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=SEQ_LEN,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+    torch.manual_seed(seed + 3)
+    projector = FaceProjector(embed_dim=embed_dim, hidden_dim=32, n_tokens=3, context_dim=CONTEXT_DIM)
+    return {
+        "vae": vae.eval(),
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "unet": unet.eval(),
+        "scheduler": DDIMScheduler(**SD_SCHEDULE),
+        "projector": projector.eval(),
+    }
+
+
+def tiny_pipeline(seed: int = 0, embed_dim: int = 32, sample_size: int = 32) -> Any:
+    """A Face0Pipeline over tiny_components(seed, embed_dim, sample_size), embedder id "tiny/random"."""
+    from face0cli.pipeline import Face0Config, Face0Pipeline
+
+    pipe = Face0Pipeline(**tiny_components(seed, embed_dim, sample_size))
+    pipe.face0_config = Face0Config.for_components(pipe, embedder_id="tiny/random")
+    return pipe

@@ -1,0 +1,215 @@
+"""generate, debias, character new and mix --strip through the CLI on a tiny model directory saved to disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from face0cli.cli import app
+from face0cli.store import FaceStore
+from tests.test_cli import add_char, assert_clean_error, digest, store_path
+
+runner = CliRunner()
+EMBEDDER = "test/emb"
+DIM = 8
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny face0 model directory (32x32 images) with a GMM of 8-d faces from embedder 'test/emb'."""
+    from face0cli.face_space import FaceGMM
+    from face0cli.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline(seed=0, embed_dim=DIM)
+    pipe.face0_config = dataclasses.replace(pipe.face0_config, embedder_id=EMBEDDER)
+    train = np.random.default_rng(0).standard_normal((200, DIM)).astype(np.float32)
+    pipe.gmm = FaceGMM.fit(train, embedder_id=EMBEDDER)
+    path = tmp_path_factory.mktemp("model") / "tiny-face0"
+    pipe.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _model_env(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACE0_MODEL", str(model_dir))
+
+
+def gen(*args: object):
+    return run("generate", "--steps", 3, *args)
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_generate_writes_png_with_parameters_and_from_png_reproduces(tmp_path: Path) -> None:
+    add_char("alice", dim=DIM, seed=1)
+    out = tmp_path / "a.png"
+    r = gen("--face", "alice", "--prompt", "a photo of a person", "--seed", 5, "--c", 0.7, "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res[0]["path"] == str(out) and res[0]["seed"] == 5
+    assert res[0]["unet_calls_per_step"] == 3  # c=0.7, a=0: u, d, df
+    params = json.loads(Image.open(out).text["face0"])
+    assert params["c"] == 0.7 and params["prompt"] == "a photo of a person" and params["face"]["label"] == "alice"
+    again = tmp_path / "again.png"
+    r = run("generate", "--from-png", out, "--out", again)
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(pixels(out), pixels(again))
+    # the face travels inside the PNG: removing the character does not change the reproduction
+    FaceStore(store_path()).remove("alice")
+    again2 = tmp_path / "again2.png"
+    assert run("generate", "--from-png", out, "--out", again2).exit_code == 0
+    np.testing.assert_array_equal(pixels(out), pixels(again2))
+
+
+def test_keep_the_seed_swap_the_face(tmp_path: Path) -> None:
+    add_char("alice", dim=DIM, seed=1)
+    add_char("bob", dim=DIM, seed=2)
+    for face in ("alice", "bob"):
+        assert (
+            gen("--face", face, "--prompt", "a person", "--seed", 3, "--out", tmp_path / f"{face}.png").exit_code == 0
+        )
+    assert gen("--face", "alice", "--prompt", "a person", "--seed", 3, "--out", tmp_path / "a2.png").exit_code == 0
+    np.testing.assert_array_equal(pixels(tmp_path / "alice.png"), pixels(tmp_path / "a2.png"))
+    assert np.abs(pixels(tmp_path / "alice.png") - pixels(tmp_path / "bob.png")).max() > 0
+
+
+def test_generate_several_random_and_none(tmp_path: Path) -> None:
+    r = gen("--face", "random:4", "--prompt", "x", "--n", 3, "--out", tmp_path / "r", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert [x["seed"] for x in res] == [0, 1, 2]
+    assert all(Path(x["path"]).exists() for x in res)
+    assert res[0]["face"] == "random:4"
+    r = gen("--face", "none", "--prompt", "x", "--out", tmp_path / "none.png")
+    assert r.exit_code == 0, r.output
+    r = gen("--prompt", "x", "--out", tmp_path / "none.png")
+    assert_clean_error(r, "--force")
+
+
+def test_sweep_grid(tmp_path: Path) -> None:
+    add_char("alice", dim=DIM, seed=1)
+    out = tmp_path / "sweep.png"
+    r = gen("--face", "alice", "--prompt", "x", "--sweep", "c=0,0.5,1", "--sweep", "a=0,1", "--out", out)
+    assert r.exit_code == 0, r.output
+    grid = Image.open(out)
+    assert grid.width > 2 * 128 and grid.height > 3 * 128  # 3 rows x 2 columns of upscaled 32 px tiles
+    assert json.loads(grid.text["face0"])["sweep"] == ["c=0,0.5,1", "a=0,1"]
+
+
+def test_jobs_file_reports_bad_lines_and_runs_the_rest(tmp_path: Path) -> None:
+    add_char("alice", dim=DIM, seed=1)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        "\n".join(
+            [
+                json.dumps({"face": "alice", "prompt": "p1", "out": str(tmp_path / "j1.png")}),
+                "{not json",
+                json.dumps({"face": "ghost", "prompt": "p2"}),
+                json.dumps({"face": "alice", "prompt": "p3", "c": "nan"}),
+                json.dumps({"face": "random:1", "prompt": "p4", "n": 2, "out": str(tmp_path / "j4")}),
+            ]
+        )
+    )
+    r = run("generate", "--jobs", jobs, "--out", tmp_path / "jobs-out")
+    assert r.exit_code == 1
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["line"] for x in lines] == [1, 2, 3, 4, 5]
+    assert [x["ok"] for x in lines] == [True, False, False, False, True]
+    assert "ghost" in lines[2]["error"]
+    assert (tmp_path / "j1.png").exists() and len(lines[4]["images"]) == 2
+
+
+def test_debias_and_keep_a_face(tmp_path: Path, model_dir: Path) -> None:
+    from face0cli.face_space import FaceGMM
+
+    out = tmp_path / "doctors"
+    r = run("debias", "--prompt", "a stock photo of a doctor", "--n", 3, "--steps", 2, "--seed", 10, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert (out / "grid.png").exists() and len(list(out.glob("debias-*.png"))) == 3
+    r = run("character", "new", "doc1", "--from-debias", out, "--index", 1)
+    assert r.exit_code == 0, r.output
+    gmm = FaceGMM.load(model_dir / "gmm")
+    kept = FaceStore(store_path()).get("doc1")
+    np.testing.assert_array_equal(kept.vector, gmm.sample(1, seed=11)[0])
+    assert kept.kind == "random" and kept.provenance["seed"] == 11
+    assert_clean_error(run("character", "new", "doc9", "--from-debias", out, "--index", 7), "index")
+
+
+def test_character_new_from_gmm_is_reproducible(model_dir: Path) -> None:
+    from face0cli.face_space import FaceGMM
+
+    assert run("character", "new", "hero", "--seed", 42).exit_code == 0
+    hero = FaceStore(store_path()).get("hero")
+    np.testing.assert_array_equal(hero.vector, FaceGMM.load(model_dir / "gmm").sample(1, seed=42)[0])
+    assert hero.embedder_id == EMBEDDER and hero.provenance["seed"] == 42
+    assert hero.provenance["gmm"] == FaceGMM.load(model_dir / "gmm").identity
+    assert run("character", "new", "villain").exit_code == 0
+    assert "seed" in FaceStore(store_path()).get("villain").provenance
+
+
+def test_mix_strip(tmp_path: Path) -> None:
+    add_char("alice", dim=DIM, seed=1)
+    add_char("bob", dim=DIM, seed=2)
+    out = tmp_path / "strip.png"
+    r = run("mix", "alice", "bob", "--t", 0.5, "--name", "ab", "--strip", 4, "--steps", 2, "--out", out)
+    assert r.exit_code == 0, r.output
+    im = Image.open(out)
+    assert im.width > 4 * 128 > im.height
+    assert FaceStore(store_path()).get("ab").kind == "mix"
+    assert json.loads(im.text["face0"])["t"] == [0.0, 1 / 3, 2 / 3, 1.0]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--face", "ghost"], "ghost"),
+        (["--face", "alice", "--c", "nan"], "finite"),
+        (["--face", "alice", "--w", "inf"], "finite"),
+        (["--face", "alice", "--steps", "0"], "steps"),
+        (["--face", "alice", "--size", "30"], "multiple"),
+        (["--face", "wide"], "dimension"),
+        (["--face", "other"], "embedder"),
+        (["--face", "alice", "--scheduler", "magic"], "ddim"),
+        (["--face", "random:1", "--prompt", ""], "prompt"),
+    ],
+)
+def test_generate_bad_input(args: list[str], needle: str, tmp_path: Path) -> None:
+    add_char("alice", dim=DIM, seed=1)
+    add_char("wide", dim=16, seed=2)
+    add_char("other", dim=DIM, seed=3, embedder="other/emb")
+    before = digest(store_path())
+    full = ["--prompt", "x", *args] if "--prompt" not in args else args
+    r = gen(*full, "--out", tmp_path / "o.png")
+    assert_clean_error(r, needle)
+    assert not (tmp_path / "o.png").exists()
+    assert digest(store_path()) == before
+
+
+def test_bad_models(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    monkeypatch.delenv("FACE0_MODEL")
+    assert_clean_error(gen("--face", "none", "--prompt", "x"), "--model")
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    shutil.rmtree(broken / "unet")
+    assert_clean_error(gen("--face", "none", "--prompt", "x", "--model", broken), "unet")
+    newer = tmp_path / "newer"
+    shutil.copytree(model_dir, newer)
+    cfg = json.loads((newer / "face0.json").read_text())
+    cfg["format_version"] = 99
+    (newer / "face0.json").write_text(json.dumps(cfg))
+    assert_clean_error(gen("--face", "none", "--prompt", "x", "--model", newer, "--out", tmp_path / "n.png"), "newer")
+    assert not (tmp_path / "n.png").exists()
