@@ -231,9 +231,8 @@ def open_dataset(
         return read_shards([path], **filt)
     if path.suffix.lower() in TABLE_EXTS:
         return read_table(path, image_column=image_column, caption_column=caption_column, **filt)
-    raise BadInput(
-        f"{path} is not a dataset: give a folder, .tar shards (a file, a glob or a list) or a .csv/.parquet table."
-    )
+    kinds = "a folder, .tar shards (a file, a glob or a list) or a .csv/.parquet table"
+    raise BadInput(f"{path} is not a dataset: give {kinds}.")
 
 
 def read_folder(root: Path, *, score_column: str | None = None, min_score: float | None = None) -> Dataset:
@@ -435,7 +434,11 @@ def _to_score(value: Any) -> float | None:
     return score if math.isfinite(score) else None
 
 
-def _caption_from_files(txt: Path | None, js: Path | None, score_column: str | None) -> tuple[str | None, float | None]:
+Caption = tuple[str | None, float | None]
+"""(caption, score) read from caption files; caption None when none is usable."""
+
+
+def _caption_from_files(txt: Path | None, js: Path | None, score_column: str | None) -> Caption:
     def read(p: Path | None) -> bytes | None:
         if p is None:
             return None
@@ -447,7 +450,7 @@ def _caption_from_files(txt: Path | None, js: Path | None, score_column: str | N
     return _parse_caption(read(txt), read(js), score_column)
 
 
-def _parse_caption(txt: bytes | None, js: bytes | None, score_column: str | None) -> tuple[str | None, float | None]:
+def _parse_caption(txt: bytes | None, js: bytes | None, score_column: str | None) -> Caption:
     """(caption, score) from a .txt and/or .json caption file's bytes; caption None when none is usable."""
     caption: str | None = None
     score: float | None = None

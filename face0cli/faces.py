@@ -416,7 +416,7 @@ def embed_photos(
             f"dimension {embedder.dim}."
         )
     return [
-        FaceResult(str(f.path), file_sha256(f.path), f.detection, f.crop_box, vectors[i], f.crop)
+        FaceResult(str(f.path), file_sha256(f.path), f.detection, f.crop_box, vectors[i].copy(), f.crop)
         for i, f in enumerate(found)
     ]
 

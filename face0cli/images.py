@@ -11,7 +11,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -102,7 +102,8 @@ def _open_checked(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
     """Open, check the declared size against max_pixels, then decode every pixel (truncation fails here)."""
     pil_limit = Image.MAX_IMAGE_PIXELS
     # PIL's own bomb warning is an error unless the caller allows more pixels than PIL does.
-    bomb_action = "error" if pil_limit is None or max_pixels <= pil_limit else "ignore"
+    lifted = pil_limit is not None and max_pixels > pil_limit
+    bomb_action: Literal["error", "ignore"] = "ignore" if lifted else "error"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter(bomb_action, Image.DecompressionBombWarning)

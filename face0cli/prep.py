@@ -181,9 +181,8 @@ def prep(
     if batch_size < 1:
         raise BadInput(f"batch size must be >= 1, got {batch_size}.")
     if len(dataset) == 0:
-        raise BadInput(
-            f"the dataset {_source(dataset)} has no image-caption pairs ({_reader_note(dataset)}); nothing to prepare."
-        )
+        note = _reader_note(dataset)
+        raise BadInput(f"{_source(dataset)} has no image-caption pairs ({note}); nothing to prepare.")
     out = Path(out)
     job = _Job(dataset, embedder, cfg, resume, batch_size, encode_latents, show_progress)
     if shard is not None:
@@ -386,9 +385,8 @@ def _check_format(path: Path, attrs: Any) -> None:
         raise BadInput(f"{path} is not a face0 triplet file.")
     version = int(attrs.get("format_version", 0))
     if version > FORMAT_VERSION:
-        raise NewerFormat(
-            f"{path} is triplet format version {version}; this face0 reads up to {FORMAT_VERSION}: upgrade face0."
-        )
+        newest = FORMAT_VERSION
+        raise NewerFormat(f"{path} has triplet format {version}; this face0 reads up to {newest}: upgrade.")
 
 
 def _open_h5(path: Path, mode: str) -> h5py.File:
@@ -444,7 +442,8 @@ def _create_datasets(f: h5py.File, dim: int) -> None:
     f.create_dataset("prob", (0,), np.float32, fletcher32=True, **grow)
     f.create_dataset("box", (0, 4), np.float32, maxshape=(None, 4), chunks=(1024, 4), fletcher32=True)
     f.create_dataset("size", (0, 2), np.int32, maxshape=(None, 2), chunks=(1024, 2))
-    f.create_dataset("embedding", (0, dim), np.float32, maxshape=(None, dim), chunks=(_ROW_CHUNK, dim), fletcher32=True)
+    grow2 = {"maxshape": (None, dim), "chunks": (_ROW_CHUNK, dim), "fletcher32": True}
+    f.create_dataset("embedding", (0, dim), np.float32, **grow2)
 
 
 ROW_DATASETS = ("index", "key", "ref", "caption", "prob", "box", "size", "embedding", "latents")
@@ -473,7 +472,8 @@ def _commit(path: Path, rows: _Rows, summary: PrepSummary) -> None:
             if rows.latents is not None:
                 if "latents" not in f:
                     shape = rows.latents.shape[1:]
-                    f.create_dataset("latents", (n0, *shape), np.float32, maxshape=(None, *shape), chunks=(1, *shape))
+                    grow = {"maxshape": (None, *shape), "chunks": (1, *shape)}
+                    f.create_dataset("latents", (n0, *shape), np.float32, **grow)
                 columns["latents"] = rows.latents
             for name, values in columns.items():
                 ds = f[name]
@@ -538,7 +538,7 @@ def merge_parts(
     for p, m in zip(parts, metas):
         if not m.get("complete"):
             todo = m["range_stop"] - m["range_start"]
-            raise BadInput(f"part file {p} is unfinished ({m['done']} of {todo} samples); run its shard again.")
+            raise BadInput(f"part {p} is unfinished ({m['done']} of {todo} samples); run that shard again.")
         if (m["embedder_id"], m["dim"]) != (first["embedder_id"], first["dim"]):
             raise EmbedderMismatch(
                 f"{p} holds embeddings of {m['embedder_id']} ({m['dim']}-d), {parts[0]} of "
@@ -549,7 +549,7 @@ def merge_parts(
                 raise BadInput(f"{p} and {parts[0]} were made from other data or settings ({k} differs).")
     stops = [m["range_start"] for m in metas[1:]] + [first["dataset_samples"]]
     if metas[0]["range_start"] != 0 or any(m["range_stop"] != s for m, s in zip(metas, stops)):
-        raise BadInput(f"the parts of {out} do not cover the dataset once, in order; give every shard in order.")
+        raise BadInput(f"the parts of {out} do not cover the dataset once, in order; give all the shards.")
 
     summaries = [PrepSummary.from_dict(json.loads(m["summary"])) for m in metas]
     total = _sum_summaries(summaries, str(out))
@@ -581,7 +581,8 @@ def merge_parts(
                         if name not in dst:
                             ds = src[name]
                             shape = ds.shape[1:]
-                            dst.create_dataset(name, (row, *shape), ds.dtype, maxshape=(None, *shape), chunks=ds.chunks)
+                            grow = {"maxshape": (None, *shape), "chunks": ds.chunks}
+                            dst.create_dataset(name, (row, *shape), ds.dtype, **grow)
                         dst[name].resize(row + k, axis=0)
                         for a in range(0, k, 4096):
                             b = min(a + 4096, k)

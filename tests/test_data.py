@@ -148,9 +148,8 @@ def make_table(folder: Path, path: Path) -> Path:
     is missing and a row with an empty caption."""
     rows = []
     for key in SAMPLE_KEYS:
-        rows.append(
-            {"file": f"{folder.name}/{key}.{_ext(key)}", "text": CAPTIONS[key], "aesthetic": SCORES.get(key)}
-        )
+        file = f"{folder.name}/{key}.{_ext(key)}"
+        rows.append({"file": file, "text": CAPTIONS[key], "aesthetic": SCORES.get(key)})
     rows.append({"file": f"{folder.name}/missing.jpg", "text": "a missing image", "aesthetic": 9.0})
     rows.append({"file": f"{folder.name}/nocap.png", "text": "", "aesthetic": None})
     rows.reverse()  # the reader sorts
@@ -287,9 +286,8 @@ def test_table(folder: Path, suffix: str) -> None:
     assert [s.caption for s in ds] == [CAPTIONS[k] for k in SAMPLE_KEYS]
     assert {s.key.split("/")[1].split(".")[0]: s.score for s in ds if s.score is not None} == SCORES
     assert ds.stats.captions_without_image == 1 and ds.stats.images_without_caption == 1
-    filtered = open_dataset(
-        table, image_column="file", caption_column="text", score_column="aesthetic", min_score=6
-    )
+    columns = {"image_column": "file", "caption_column": "text", "score_column": "aesthetic"}
+    filtered = open_dataset(table, **columns, min_score=6)
     assert [s.key for s in filtered] == ["ds/grace_hopper.jpg"]
     with pytest.raises(BadInput, match="no column 'image'"):
         open_dataset(table, caption_column="text")
@@ -298,9 +296,10 @@ def test_table(folder: Path, suffix: str) -> None:
 # ------------------------------------------------------------------------------------------------ shards
 
 
-@pytest.mark.parametrize(
-    "total,n,align", [(0, 3, 1), (10, 3, 1), (10, 4, 4), (9, 2, 4), (5, 8, 2), (64, 2, 64)]
-)
+CASES = [(0, 3, 1), (10, 3, 1), (10, 4, 4), (9, 2, 4), (5, 8, 2), (64, 2, 64)]
+
+
+@pytest.mark.parametrize("total,n,align", CASES)
 def test_shard_ranges_cover_in_order(total: int, n: int, align: int) -> None:
     ranges = [shard_range(total, i, n, align) for i in range(n)]
     assert [j for r in ranges for j in r] == list(range(total))

@@ -1,4 +1,4 @@
-"""images.load_image: every pixel mode becomes the right RGB, EXIF rotation applies, and bad files fail cleanly."""
+"""images.load_image: each pixel mode becomes the right RGB, EXIF rotation applies, bad files fail cleanly."""
 
 from __future__ import annotations
 
@@ -218,7 +218,12 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_pil_decompression_bomb_becomes_image_error(tmp_path: Path) -> None:

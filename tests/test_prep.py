@@ -174,9 +174,7 @@ def test_summary_table_and_json(reference: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["tar", "csv", "parquet"])
-def test_prep_other_sources_same_triplets(
-    kind: str, reference: Path, folder: Path, embedder: Any, tmp_path: Path
-):
+def test_prep_other_sources_same_triplets(kind: str, reference: Path, folder: Path, embedder: Any, tmp_path):
     if kind == "tar":
         make_shards(folder, tmp_path / "shards")
         ds = open_dataset(str(tmp_path / "shards" / "shard-*.tar"))
@@ -199,9 +197,7 @@ def test_prep_other_sources_same_triplets(
 # ------------------------------------------------------------------------------------------------ resume
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(
-    reference: Path, folder: Path, embedder: Any, tmp_path: Path
-):
+def test_interrupted_then_resumed_equals_uninterrupted(reference: Path, folder: Path, embedder, tmp_path):
     out = tmp_path / "t.h5"
     ds = open_dataset(folder)
     # detections: astronaut, camera, coffee (chunk 0), flat, grace_hopper (5th: stop, chunk 1 lost)
@@ -394,9 +390,8 @@ def test_triplet_file_pickles_and_forks(reference: Path) -> None:
         t[4]
     clone = pickle.loads(pickle.dumps(t))  # opened file handle not pickled
     np.testing.assert_array_equal(clone[0]["embedding"], first["embedding"])
-    with multiprocessing.get_context("fork").Pool(
-        1
-    ) as pool:  # the parent's handle is open: the child reopens
+    # the parent's handle is open: the forked child reopens the file
+    with multiprocessing.get_context("fork").Pool(1) as pool:
         assert pool.apply(_first_caption, (t,)) == first["caption"]
     t.close()
     assert isinstance(t.summary, PrepSummary) and t.summary.kept == 4

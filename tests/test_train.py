@@ -1,0 +1,418 @@
+"""face0 train (paper §2.1, §2.3): the loop, the modes, checkpoints and resume, errors, and a 2-process run.
+
+Everything runs on face0cli.tiny's components at 32x32 with a synthetic triplet file of 4 coloured PNGs and
+random 32-d embeddings (the tiny projector's input), written with h5py as docs/triplets-format.md describes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+from safetensors.torch import load_file
+
+from face0cli import train as T
+from face0cli.config import TrainConfig
+from face0cli.errors import BadInput, EmbedderMismatch, ModelError, ParameterError
+from face0cli.pipeline import Face0Pipeline
+from face0cli.prep import TripletFile
+from face0cli.tiny import tiny_components, tiny_pipeline
+
+EMBEDDER = "tiny/random"
+DIM = 32
+N = 4
+NO_SAFETY = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+CAPTIONS = ["a photo of a man", "a photo of a woman", "a painting of a person", "a portrait with blue hair"]
+
+FAST = TrainConfig(
+    max_steps=4,
+    batch_size=2,
+    lr=1e-3,
+    lr_warmup_steps=0,
+    resolution=32,
+    num_workers=0,
+    log_every=1,
+    checkpoint_every=0,
+    validate_every=0,
+    validation_steps=2,
+    validation_faces=2,
+    ema_decay=0.9,
+    projector_hidden_dim=32,
+)
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+def write_triplets(
+    path: Path,
+    refs: list[str],
+    *,
+    dim: int = DIM,
+    embedder_id: str = EMBEDDER,
+    embeddings: np.ndarray | None = None,
+    latents: np.ndarray | None = None,
+) -> Path:
+    """A finished triplet file (docs/triplets-format.md) over the given image refs."""
+    n = len(refs)
+    if embeddings is None:
+        embeddings = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    text = h5py.string_dtype("utf-8")
+    with h5py.File(path, "w") as f:
+        f.attrs.update(
+            {
+                "format": "face0-triplets",
+                "format_version": 1,
+                "embedder_id": embedder_id,
+                "dim": dim,
+                "settings": json.dumps({"latents": None if latents is None else "test"}),
+                "summary": json.dumps({"samples": n, "seen": n, "kept": n}),
+                "complete": True,
+                "done": n,
+                "rows": n,
+                "range_start": 0,
+                "range_stop": n,
+            }
+        )
+        f["index"] = np.arange(n, dtype=np.int64)
+        f.create_dataset("key", data=[f"img{i}" for i in range(n)], dtype=text)
+        f.create_dataset("ref", data=refs, dtype=text)
+        f.create_dataset("caption", data=[CAPTIONS[i % len(CAPTIONS)] for i in range(n)], dtype=text)
+        f["box"] = np.tile(np.array([[8, 8, 40, 40]], np.float32), (n, 1)).reshape(n, 4)
+        f["prob"] = np.ones(n, np.float32)
+        f["size"] = np.tile(np.array([[48, 40]], np.int32), (n, 1)).reshape(n, 2)
+        f["embedding"] = np.asarray(embeddings, np.float32).reshape(n, dim)
+        if latents is not None:
+            f["latents"] = latents.astype(np.float32)
+    return path
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+    sd: Path  # a tiny SD 1.x diffusers directory
+    face0: Path  # a tiny face0 model directory (embedder tiny/random, 32-d)
+    triplets: Path  # 4 PNG images with captions and random 32-d embeddings
+    refs: list[str]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("train")
+    comps = tiny_components(seed=0, embed_dim=DIM)
+    comps.pop("projector")
+    StableDiffusionPipeline(**comps, **NO_SAFETY).save_pretrained(root / "sd")
+    tiny_pipeline(seed=1, embed_dim=DIM).save_pretrained(root / "face0")
+    refs = []
+    for i in range(N):  # distinct, non-square pictures: a coloured field with a lighter box
+        a = np.zeros((40, 48, 3), np.uint8)
+        a[..., i % 3] = 60 * (i + 1)
+        a[8 + i : 30, 10 : 34 + i] = 250 - 40 * i
+        p = root / f"img{i}.png"
+        Image.fromarray(a).save(p)
+        refs.append(str(p))
+    return World(root, root / "sd", root / "face0", write_triplets(root / "triplets.h5", refs), refs)
+
+
+def weights(model_dir: Path, part: str) -> dict[str, torch.Tensor]:
+    return load_file(next((model_dir / part).glob("*.safetensors")))
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 0.0) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0) for k in a)
+
+
+@torch.no_grad()
+def fixed_loss(pipe: Face0Pipeline, triplets: Path) -> float:
+    """The denoising loss (paper §2.3) of the 4 examples at fixed timesteps and noise, no face dropout."""
+    ds = T.TripletDataset(TripletFile(triplets), pipe.tokenizer, 32)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(N)])
+    sf = pipe.vae.config.scaling_factor
+    latents = pipe.vae.encode(batch["pixel_values"]).latent_dist.mean * sf
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([100, 300, 500, 700])
+    sched = T.DDPMScheduler.from_config(pipe.scheduler.config)
+    context = pipe.text_encoder(batch["input_ids"], return_dict=False)[0]
+    den = T.Face0Denoiser(pipe.unet, pipe.projector, pipe.face0_config.token_positions)
+    pred = den(sched.add_noise(latents, noise, t), t, context, batch["embedding"])
+    return float(torch.nn.functional.mse_loss(pred, noise))
+
+
+# ------------------------------------------------------------------------------------------------ a full run
+
+
+@pytest.fixture(scope="module")
+def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, T.TrainResult]:
+    """40 steps of the paper's mode (UNet + projector) on the 4 examples, with validation and checkpoints."""
+    cfg = replace(FAST, max_steps=40, batch_size=4, checkpoint_every=20, keep_checkpoints=1, validate_every=40)
+    out = tmp_path_factory.mktemp("run") / "out"
+    return cfg, T.train(cfg, triplets=world.triplets, out=out, base=world.sd, show_progress=False)
+
+
+def test_loss_goes_down_on_a_tiny_overfit_set(world: World, run: tuple[TrainConfig, T.TrainResult]) -> None:
+    cfg, result = run
+    start = Face0Pipeline.from_sd(world.sd, EMBEDDER, DIM, seed=cfg.seed, hidden_dim=cfg.projector_hidden_dim)
+    trained = Face0Pipeline.from_pretrained(result.model_dir)
+    before, after = fixed_loss(start, world.triplets), fixed_loss(trained, world.triplets)
+    assert after < 0.6 * before, (before, after)
+    rows = (result.log).read_text().splitlines()
+    assert rows[0] == "step,loss,lr,samples_per_s,seconds" and len(rows) == 41
+    losses = [float(r.split(",")[1]) for r in rows[1:]]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert all(float(r.split(",")[2]) == pytest.approx(1e-3) and float(r.split(",")[3]) > 0 for r in rows[1:])
+    assert result.steps == 40 and result.loss == pytest.approx(losses[-1], rel=1e-4)
+
+
+def test_the_model_directory(world: World, run: tuple[TrainConfig, T.TrainResult]) -> None:
+    cfg, result = run
+    model = result.model_dir
+    pipe = Face0Pipeline.from_pretrained(model)
+    assert pipe.gmm is not None and (model / "gmm").is_dir()
+    assert (pipe.gmm.dim, pipe.gmm.embedder_id) == (DIM, EMBEDDER)
+    assert (pipe.face0_config.embedder_id, pipe.face0_config.embed_dim) == (EMBEDDER, DIM)
+    saved = json.loads((model / "train_config.json").read_text())
+    assert TrainConfig(**{**saved, "validation_prompts": tuple(saved["validation_prompts"])}) == cfg
+    assert json.loads((model / "training.json").read_text())["steps"] == 40
+    # frozen parts are the base's, bit for bit; the UNet was trained
+    for part in ("vae", "text_encoder"):
+        assert same(weights(model, part), weights(world.sd, part))
+    assert not same(weights(model, "unet"), weights(world.sd, "unet"))
+    image = pipe("a photo of a person", np.zeros(DIM, np.float32), num_inference_steps=2).images[0]
+    assert image.size == (32, 32)
+
+
+def test_checkpoints_validation_and_log_files(run: tuple[TrainConfig, T.TrainResult]) -> None:
+    _, result = run
+    out = result.model_dir.parent
+    assert [p.name for p in result.checkpoints] == ["step-000040"]  # keep_checkpoints=1
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000040"]  # no temporary left
+    ckpt = result.checkpoints[0]
+    assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "custom_checkpoint_0.pkl"} <= {
+        p.name for p in ckpt.iterdir()
+    }
+    assert json.loads((ckpt / T.STATE_JSON).read_text())["step"] == 40
+    assert [p.name for p in result.validation] == ["step-000040.png"]
+    with Image.open(result.validation[0]) as grid:
+        assert grid.format == "PNG" and grid.width > 3 * 32  # 2 faces + no face, labelled
+    assert not any(p.name.startswith(".") for p in out.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ modes
+
+
+@pytest.mark.parametrize("mode", ["unet", "lora", "projector"])
+def test_each_mode_updates_only_what_it_trains(world: World, mode: str) -> None:
+    from accelerate import Accelerator
+
+    cfg = replace(FAST, train=mode, lr=1e-2, use_ema=False, lora_rank=4, lora_alpha=4.0)
+    pipe = Face0Pipeline.from_sd(world.sd, EMBEDDER, DIM, seed=0, hidden_dim=32)
+    before = {
+        name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()}
+        for name in ("vae", "text_encoder", "unet", "projector")
+    }
+    trainer = T.Trainer(pipe, cfg, Accelerator(cpu=True))
+    ds = T.TripletDataset(TripletFile(world.triplets), pipe.tokenizer, 32)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(N)])
+    for _ in range(2):
+        trainer.step(batch)
+    for name in ("vae", "text_encoder"):
+        assert same(getattr(pipe, name).state_dict(), before[name]), name
+        assert not any(p.requires_grad for p in getattr(pipe, name).parameters())
+    assert not same(pipe.projector.state_dict(), before["projector"])
+    unet_now = pipe.unet.state_dict()
+    base_now = {k.replace(".base_layer", ""): v for k, v in unet_now.items() if "lora_" not in k}
+    lora = {k: v for k, v in unet_now.items() if "lora_B" in k}
+    if mode == "unet":
+        assert not same(base_now, before["unet"]) and not lora
+    elif mode == "lora":
+        assert same(base_now, before["unet"])  # the base UNet is untouched; only the adapters learn
+        assert lora and any(v.abs().sum() > 0 for v in lora.values())  # lora_B starts at zero
+    else:
+        assert same(base_now, before["unet"]) and not lora
+
+
+def test_lora_run_merges_the_adapters_into_the_saved_unet(world: World, tmp_path: Path) -> None:
+    cfg = replace(FAST, train="lora", max_steps=3, lr=1e-2, lora_rank=4, lora_alpha=4.0, checkpoint_every=3)
+    result = T.train(cfg, triplets=world.triplets, out=tmp_path / "out", base=world.sd, show_progress=False)
+    pipe = Face0Pipeline.from_pretrained(result.model_dir)  # a plain UNet: no peft layers in the directory
+    assert not any("lora" in k for k in pipe.unet.state_dict())
+    saved, base = weights(result.model_dir, "unet"), weights(world.sd, "unet")
+    attn = [k for k in base if any(f".{t}." in k for t in T.LORA_TARGETS) and k.endswith("weight")]
+    assert attn and all(not torch.equal(saved[k], base[k]) for k in attn)
+    assert all(torch.equal(saved[k], base[k]) for k in base if k not in attn)
+    ckpt = load_file(result.checkpoints[-1] / "model.safetensors")  # the trained module keeps the base as it was
+    assert all(torch.equal(ckpt[f"unet.{k}".replace(".weight", ".base_layer.weight")], base[k]) for k in attn)
+
+
+def test_projector_only_run_keeps_the_unet(world: World, tmp_path: Path) -> None:
+    cfg = replace(FAST, train="projector", max_steps=2, lr=1e-2, checkpoint_every=2)
+    result = T.train(cfg, triplets=world.triplets, out=tmp_path / "out", base=world.face0, show_progress=False)
+    ckpt = load_file(result.checkpoints[-1] / "model.safetensors")
+    base = weights(world.face0, "unet")
+    assert all(torch.equal(ckpt[f"unet.{k}"], v) for k, v in base.items())
+    assert same(weights(result.model_dir, "unet"), base)
+    assert not same(weights(result.model_dir, "projector"), weights(world.face0, "projector"))
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_matches_an_uninterrupted_run(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = replace(
+        FAST,
+        max_steps=6,
+        gradient_accumulation_steps=2,
+        random_flip=True,
+        checkpoint_every=3,
+        validate_every=3,
+        num_workers=1,
+    )
+    straight = T.train(cfg, triplets=world.triplets, out=tmp_path / "a", base=world.sd, show_progress=False)
+
+    def stop(step: int, loss: float) -> None:
+        if step == 5:
+            raise Interrupted
+
+    monkeypatch.setattr(T, "_after_step", stop)
+    with pytest.raises(Interrupted):
+        T.train(cfg, triplets=world.triplets, out=tmp_path / "b", base=world.sd, show_progress=False)
+    monkeypatch.setattr(T, "_after_step", None)
+    assert [p.name for p in T.list_checkpoints(tmp_path / "b")] == ["step-000003"]
+    with pytest.raises(BadInput, match="resume"):  # a fresh start over an unfinished run is refused
+        T.train(cfg, triplets=world.triplets, out=tmp_path / "b", base=world.sd, show_progress=False)
+    resumed = T.train(
+        cfg, triplets=world.triplets, out=tmp_path / "b", base=world.sd, resume="latest", show_progress=False
+    )
+    assert resumed.resumed_from == tmp_path / "b" / "checkpoints" / "step-000003" and resumed.steps == 6
+    for part in ("unet", "projector"):  # the EMA weights
+        assert same(weights(straight.model_dir, part), weights(resumed.model_dir, part), atol=1e-6), part
+    a, b = (load_file(r.checkpoints[-1] / "model.safetensors") for r in (straight, resumed))
+    assert same(a, b, atol=1e-6)  # the raw weights
+    ema_a, ema_b = (
+        torch.load(r.checkpoints[-1] / "custom_checkpoint_0.pkl", weights_only=False) for r in (straight, resumed)
+    )
+    assert ema_a["optimization_step"] == ema_b["optimization_step"] == 6
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(ema_a["shadow_params"], ema_b["shadow_params"]))
+    logged = [[r.split(",")[:3] for r in x.log.read_text().splitlines()] for x in (straight, resumed)]
+    assert logged[0] == logged[1] and len(logged[0]) == 7  # step, loss, lr of steps 1..6, the resumed run's trimmed
+
+
+def test_batch_stream_is_disjoint_across_ranks_and_resumable() -> None:
+    streams = [T.BatchStream(10, 2, r, 2, seed=3) for r in range(2)]
+    epoch = [i for k in range(3) for s in streams for i, _ in s.batch(k)][:10]  # 2 ranks x 2 per micro-batch
+    assert sorted(epoch) == list(range(10))
+    later = T.BatchStream(10, 2, 1, 2, seed=3, start=7)
+    assert next(iter(later)) == streams[1].batch(7)
+    assert T.BatchStream(10, 2, 0, 1, seed=4).batch(0) != T.BatchStream(10, 2, 0, 1, seed=3).batch(0)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def test_stored_latents_skip_the_vae_encoder(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusers import AutoencoderKL
+
+    latents = np.random.default_rng(1).standard_normal((N, 4, 8, 8)).astype(np.float32)
+    gone = [str(tmp_path / f"missing{i}.png") for i in range(N)]  # images that are not there: never loaded
+    trip = write_triplets(tmp_path / "lat.h5", gone, latents=latents)
+
+    def no_encoder(*a: object, **k: object) -> None:
+        raise AssertionError("the VAE encoder ran")
+
+    monkeypatch.setattr(AutoencoderKL, "encode", no_encoder)
+    result = T.train(FAST, triplets=trip, out=tmp_path / "out", base=world.face0, show_progress=False)
+    assert result.steps == FAST.max_steps  # from a face0 model directory, on stored latents
+    small = write_triplets(tmp_path / "lat16.h5", gone, latents=latents[:, :, :4, :4])
+    with pytest.raises(ParameterError, match="16x16"):
+        T.train(FAST, triplets=small, out=tmp_path / "o2", base=world.face0)
+
+
+def test_image_to_tensor_resizes_crops_and_normalises() -> None:
+    im = Image.new("RGB", (60, 30), (255, 0, 0))
+    x = T.image_to_tensor(im, 16)
+    assert x.shape == (3, 16, 16) and x[0].min() == 1.0 and x[1].max() == -1.0
+
+
+def test_embedder_mismatch(world: World, tmp_path: Path) -> None:
+    other_dim = write_triplets(tmp_path / "d16.h5", world.refs, dim=16)
+    with pytest.raises(EmbedderMismatch, match="16-d"):
+        T.train(FAST, triplets=other_dim, out=tmp_path / "o1", base=world.face0)
+    other_id = write_triplets(tmp_path / "other.h5", world.refs, embedder_id="facenet/vggface2")
+    with pytest.raises(EmbedderMismatch, match="facenet/vggface2"):
+        T.train(FAST, triplets=other_id, out=tmp_path / "o2", base=world.face0)
+
+
+def test_input_errors(world: World, tmp_path: Path) -> None:
+    empty = write_triplets(tmp_path / "empty.h5", [])
+    with pytest.raises(BadInput, match="empty"):
+        T.train(FAST, triplets=empty, out=tmp_path / "o", base=world.sd)
+    with pytest.raises(BadInput, match="does not exist"):
+        T.train(FAST, triplets=world.triplets, out=tmp_path / "o", base=world.sd, resume=str(tmp_path / "nope"))
+    with pytest.raises(BadInput, match="does not exist"):
+        T.train(FAST, triplets=tmp_path / "nope.h5", out=tmp_path / "o", base=world.sd)
+    (tmp_path / "not-sd").mkdir()
+    with pytest.raises(ModelError):
+        T.train(FAST, triplets=world.triplets, out=tmp_path / "o", base=tmp_path / "not-sd")
+    with pytest.raises(ParameterError, match="train must be one of"):
+        TrainConfig(train="everything")
+    with pytest.raises(ParameterError, match="face_drop"):
+        TrainConfig(face_drop=1.5)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(world: World, tmp_path: Path) -> None:
+    stream = T.BatchStream(N, 1, 0, 1, seed=FAST.seed)
+    bad_row = stream.item(2)[0]  # the third example of the stream: the loss of step 3 is NaN
+    emb = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
+    emb[bad_row, 5] = np.nan
+    trip = write_triplets(tmp_path / "nan.h5", world.refs, embeddings=emb)
+    cfg = replace(FAST, batch_size=1, max_steps=6, checkpoint_every=1, keep_checkpoints=5)
+    with pytest.raises(T.NonFiniteLoss, match=r"step 3\b.*step-000002"):
+        T.train(cfg, triplets=trip, out=tmp_path / "out", base=world.sd, show_progress=False)
+    assert [p.name for p in T.list_checkpoints(tmp_path / "out")] == ["step-000001", "step-000002"]
+    assert not (tmp_path / "out" / "model").exists()
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+
+def test_two_processes_write_one_model(world: World, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = Path(sys.executable).with_name("accelerate")
+    cmd = [
+        str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        str(Path(__file__).with_name("_train_launch.py")),
+        str(world.sd), str(world.triplets), str(tmp_path / "out"), "4",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert sorted(r["rank"] for r in lines) == [0, 1] and {r["world"] for r in lines} == {2}
+    assert len({r["result"]["model_dir"] for r in lines}) == 1
+    assert lines[0]["result"]["steps"] == 4
+    out = tmp_path / "out"
+    pipe = Face0Pipeline.from_pretrained(out / "model")
+    assert pipe.gmm is not None
+    ckpt = out / "checkpoints" / "step-000004"
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in ckpt.iterdir()}
+    assert len((out / "logs" / "train.csv").read_text().splitlines()) == 5  # written once, by the main process
+    assert [p.name for p in (out / "validation").iterdir()] == ["step-000004.png"]
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp")]
