@@ -244,15 +244,15 @@ def read_folder(root: Path, *, score_column: str | None = None, min_score: float
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = Path(dirpath).relative_to(root)
-        for name in filenames:
+        for name in sorted(filenames):
             stem, dot, ext = name.rpartition(".")
             ext = ext.lower()
             if name.startswith(".") or not dot or not stem or ext not in IMAGE_EXTS + CAPTION_EXTS:
                 continue
             key = (rel / stem).as_posix()
             group = groups.setdefault(key, {})
-            if ext in group or (ext == "jpeg" and "jpg" in group) or (ext == "jpg" and "jpeg" in group):
-                ext = f"{ext}#{name}"  # a second file of the same kind (a.jpg + a.JPG): a duplicate image
+            if ext in group:
+                ext = f"{ext}#{name}"  # a second file of one kind (a.JPG beside a.jpg): a duplicate image
             group[ext] = Path(dirpath) / name
 
     stats = ReadStats()

@@ -214,8 +214,11 @@ class _Job:
 def _prep_distributed(job: _Job, state: Any, out: Path) -> PrepSummary:
     """Each process prepares the shard of its rank; after a barrier the main process merges the parts."""
     n, rank = state.num_processes, state.process_index
-    if job.resume and _complete_file_of(out, job.dataset.fingerprint(), job.embedder):
-        return read_summary(out)
+    if job.resume and out.exists():
+        with _open_h5(out, "r") as f:
+            _check_resumable(out, f.attrs, _header(job, range(len(job.dataset)), None))
+            if f.attrs["complete"]:
+                return read_summary(out)
     rng = job.dataset.shard(rank, n, job.cfg.chunk_size)
     local = dataclasses.replace(job, show_progress=job.show_progress and state.is_local_main_process)
     _prep_range(local, part_path(out, rank, n), rng, (rank, n))
@@ -371,7 +374,7 @@ def _header(job: _Job, rng: range, shard: tuple[int, int] | None) -> dict[str, A
         "chunk_size": cfg.chunk_size,
         "min_face": cfg.min_face,
         "latents_id": latents_id or "",
-        "complete": False,
+        "complete": len(rng) == 0,
         "done": 0,
         "rows": 0,
     }
@@ -401,20 +404,8 @@ def _open_or_create(path: Path, header: dict[str, Any], dataset: Dataset, resume
     if path.exists():
         with _open_h5(path, "r+" if resume else "r") as f:
             _check_format(path, f.attrs)
-            if f.attrs["embedder_id"] != header["embedder_id"] or int(f.attrs["dim"]) != header["dim"]:
-                if resume:
-                    raise EmbedderMismatch(
-                        f"{path} holds embeddings of {f.attrs['embedder_id']} ({int(f.attrs['dim'])}-d), "
-                        f"not of {header['embedder_id']} ({header['dim']}-d); choose another output or start "
-                        "it over."
-                    )
-            elif resume:
-                changed = [k for k in _MUST_MATCH if _plain(f.attrs.get(k)) != header[k]]
-                if changed:
-                    raise BadInput(
-                        f"{path} was started with other data or settings ({', '.join(changed)} differ); "
-                        "delete it or start it over instead of resuming."
-                    )
+            if resume:
+                _check_resumable(path, f.attrs, header)
                 rows = int(f.attrs["rows"])
                 for name in _row_datasets(f):
                     if f[name].shape[0] != rows:
@@ -493,16 +484,19 @@ def read_summary(path: Path) -> PrepSummary:
         return PrepSummary.from_dict({**json.loads(f.attrs["summary"]), "out": str(path)})
 
 
-def _complete_file_of(path: Path, fingerprint: str, embedder: Embedder) -> bool:
-    if not path.exists():
-        return False
-    with _open_h5(path, "r") as f:
-        _check_format(path, f.attrs)
-        return (
-            bool(f.attrs.get("complete"))
-            and f.attrs.get("dataset_fingerprint") == fingerprint
-            and f.attrs.get("embedder_id") == embedder.id
-            and f.attrs.get("shard") == ""
+def _check_resumable(path: Path, attrs: Any, header: dict[str, Any]) -> None:
+    """Refuse to go on with a file of another format, embedder, dataset or settings than header's."""
+    _check_format(path, attrs)
+    if attrs["embedder_id"] != header["embedder_id"] or int(attrs["dim"]) != header["dim"]:
+        raise EmbedderMismatch(
+            f"{path} holds embeddings of {attrs['embedder_id']} ({int(attrs['dim'])}-d), not of "
+            f"{header['embedder_id']} ({header['dim']}-d); choose another output or start it over."
+        )
+    changed = [k for k in _MUST_MATCH if _plain(attrs.get(k)) != header[k]]
+    if changed:
+        raise BadInput(
+            f"{path} was started with other data or settings ({', '.join(changed)} differ); "
+            "delete it or start it over instead of resuming."
         )
 
 

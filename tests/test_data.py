@@ -204,9 +204,10 @@ def test_folder_score_filter(folder: Path) -> None:
 def test_folder_duplicates_and_lazy_load(tmp_path: Path) -> None:
     Image.new("RGB", (8, 6), (255, 0, 0)).save(tmp_path / "a.png")
     Image.new("RGB", (8, 6), (0, 255, 0)).save(tmp_path / "a.jpg")
+    (tmp_path / "a.PNG").write_bytes((tmp_path / "a.png").read_bytes())  # same kind, other case
     (tmp_path / "a.txt").write_text("red or green")
     ds = open_dataset(tmp_path)
-    assert len(ds) == 1 and ds.stats.duplicate_images == 1
+    assert len(ds) == 1 and ds.stats.duplicate_images == 2
     assert ds[0].ref.endswith("a.jpg")  # jpg comes first in IMAGE_EXTS
     img = ds[0].load()
     assert img.mode == "RGB" and img.size == (8, 6) and img.getpixel((4, 3))[1] > 200

@@ -213,3 +213,44 @@ def test_bad_models(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyP
     (newer / "face0.json").write_text(json.dumps(cfg))
     assert_clean_error(gen("--face", "none", "--prompt", "x", "--model", newer, "--out", tmp_path / "n.png"), "newer")
     assert not (tmp_path / "n.png").exists()
+
+
+def test_generate_from_a_photo_with_the_models_embedder(
+    photo_dir: Path, embedder_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--face PHOTO embeds the photo with the embedder the model names; other weights are refused."""
+    from face0cli.faces import FacenetEmbedder
+    from face0cli.tiny import tiny_pipeline
+
+    emb_id = FacenetEmbedder(weights=embedder_weights).id
+    pipe = tiny_pipeline(seed=0, embed_dim=1792)
+    pipe.face0_config = dataclasses.replace(pipe.face0_config, embedder_id=emb_id)
+    model = tmp_path / "photo-model"
+    pipe.save_pretrained(model)
+    monkeypatch.setenv("FACE0_EMBEDDER_WEIGHTS", str(embedder_weights))
+    out = tmp_path / "hopper.png"
+    r = gen("--model", model, "--face", photo_dir / "grace_hopper.jpg", "--prompt", "x", "--out", out)
+    assert r.exit_code == 0, r.output
+    face = json.loads(Image.open(out).text["face0"])["face"]
+    assert face["label"] == "grace_hopper.jpg" and face["dim"] == 1792
+    assert face["source"]["detection"]["prob"] > 0.9
+    # keep the face of a generated image as a character (paper §3.2): the tiny model draws no face
+    r = run("character", "new", "fromimg", "--from-image", photo_dir / "astronaut.jpg", "--model", model)
+    assert r.exit_code == 0, r.output
+    assert FaceStore(store_path()).get("fromimg").dim == 1792
+    assert_clean_error(
+        run("character", "new", "nof", "--from-image", photo_dir / "coffee.jpg", "--model", model), "no face"
+    )
+    # a photo of no face, and weights that are not the model's embedder
+    assert_clean_error(gen("--model", model, "--face", photo_dir / "coffee.jpg", "--prompt", "x"), "no face")
+    other = tmp_path / "other.pt"
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.manual_seed(1)
+    torch.save(InceptionResnetV1(pretrained=None).state_dict(), other)
+    monkeypatch.setenv("FACE0_EMBEDDER_WEIGHTS", str(other))
+    assert_clean_error(
+        gen("--model", model, "--face", photo_dir / "grace_hopper.jpg", "--prompt", "x", "--out", tmp_path / "o.png"),
+        "embedder",
+    )

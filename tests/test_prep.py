@@ -296,6 +296,16 @@ def test_shards_merged_equal_unsharded(reference: Path, folder: Path, embedder: 
     assert_same_file(out, reference, skip=("merged_from", "shards"))
 
 
+def test_more_shards_than_chunks(reference: Path, folder: Path, embedder: Any, tmp_path: Path) -> None:
+    """4 shards of 3 chunks: shard 0/4 is empty, yet finished, and the merge is the unsharded file."""
+    out = tmp_path / "t.h5"
+    ds = open_dataset(folder)
+    sizes = [prep(ds, out, embedder, CFG, shard=(i, 4), show_progress=False).samples for i in range(4)]
+    assert sizes == [0, 3, 3, 2]
+    merge_parts(out, 4)
+    assert_same_file(out, reference, skip=("merged_from", "shards"))
+
+
 def test_merge_refuses_unfinished_or_mixed_parts(folder: Path, embedder: Any, tmp_path: Path) -> None:
     out = tmp_path / "t.h5"
     ds = open_dataset(folder)
@@ -328,7 +338,7 @@ def test_two_processes_with_accelerate(reference: Path, folder: Path, tmp_path: 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": str(29500 + os.getpid() % 1000)}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith('{"rank"')]
     assert sorted(x["rank"] for x in lines) == [0, 1]
     assert all(x["summary"]["kept"] == 4 and x["summary"]["shards"] == 2 for x in lines)
     assert not part_path(out, 0, 2).exists() and not part_path(out, 1, 2).exists()
