@@ -914,6 +914,82 @@ def character_new(
         console.print(f"saved [bold]{name}[/] ({char.kind}, {char.dim}-d) to {lib.path}: {json.dumps(char.provenance)}")
 
 
+# ----------------------------------------------------------------------------------------- prep and train
+
+
+@app.command()
+def prep(
+    dataset: Annotated[
+        list[str],
+        typer.Argument(
+            help="A folder of images + .txt/.json captions, .tar shards (files, a glob or a folder), "
+            "or a .csv/.parquet table.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The triplet file to write (HDF5).", show_default=False)],
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="i/N: prepare only shard i of N (a part file beside --out).")
+    ] = None,
+    merge: Annotated[
+        int | None, typer.Option("--merge", help="Merge the N part files of a sharded prep into --out, then stop.")
+    ] = None,
+    image_column: Annotated[str, typer.Option("--image-column", help="Table column with image paths.")] = "image",
+    caption_column: Annotated[str, typer.Option("--caption-column", help="Table column with captions.")] = "caption",
+    score_column: Annotated[
+        str | None, typer.Option("--score-column", help="Column / JSON field with a score, e.g. aesthetics.")
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Keep pairs whose score is >= this (the paper: 5.5).")
+    ] = None,
+    min_face: Annotated[int, typer.Option("--min-face", help="Drop images whose largest face is smaller (px).")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Faces per embedder call.")] = 32,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Start over instead of continuing a stopped run.")
+    ] = False,
+    device: DeviceOpt = "cpu",
+    embedder_weights: EmbedderWeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn image-caption data into (face, embedding, caption) triplets for training (paper §2.1, §2.3).
+
+    Under `accelerate launch` (or torchrun) each process takes its own shard and the main process merges them.
+    """
+    from face0cli.config import PrepConfig
+    from face0cli.data import open_dataset, parse_shard
+    from face0cli.prep import merge_parts
+    from face0cli.prep import prep as run_prep
+
+    if merge is not None:
+        summary = merge_parts(out, merge)
+    else:
+        ds = open_dataset(
+            dataset if len(dataset) > 1 else dataset[0],
+            image_column=image_column,
+            caption_column=caption_column,
+            score_column=score_column,
+            min_score=min_score,
+        )
+        from face0cli.config import CropConfig
+        from face0cli.faces import FacenetEmbedder
+
+        embedder = FacenetEmbedder(weights=embedder_weights, device=device, cfg=CropConfig(min_face=min_face))
+        summary = run_prep(
+            ds,
+            out,
+            embedder,
+            PrepConfig(min_face=min_face),
+            parse_shard(shard) if shard else None,
+            resume=not no_resume,
+            batch_size=batch_size,
+            show_progress=not as_json,
+        )
+    if as_json:
+        _print_json(summary.to_dict())
+    else:
+        console.print(summary.table())
+
+
 def main() -> None:
     """Entry point of the `face0` console script."""
     app()

@@ -761,5 +761,6 @@ def _distributed_state(embedder: Embedder) -> Any:
         import torch
 
         local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local, 1)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // max(local, 1)))
     return state

@@ -25,7 +25,9 @@ def main() -> None:
     summary = prep(
         open_dataset(dataset), out, FacenetEmbedder(seed=0), PrepConfig(chunk_size=chunk), show_progress=False
     )
-    print(json.dumps({"rank": int(os.environ.get("RANK", -1)), "summary": summary.to_dict()}), flush=True)
+    line = json.dumps({"rank": int(os.environ.get("RANK", -1)), "summary": summary.to_dict()})
+    sys.stdout.write(line + "\n")  # one write: the ranks share the pipe
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
