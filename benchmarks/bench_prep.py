@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -133,11 +134,18 @@ def worker(folder: Path, out: Path, batch_size: int, chunk_size: int) -> None:
         print(json.dumps(report))
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def multi(folder: Path, out: Path, processes: int, batch: int, chunk: int) -> tuple[float, float, dict]:
     """(prep seconds, launch wall seconds, report) of the N-process accelerate run."""
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1"]
-    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", str(HERE), "--worker", str(folder), str(out)]
+    cmd += ["--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += [str(HERE), "--worker", str(folder), str(out)]
     cmd += ["--batch-size", str(batch), "--chunk-size", str(chunk)]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent.parent)}
     t = time.perf_counter()
@@ -145,7 +153,7 @@ def multi(folder: Path, out: Path, processes: int, batch: int, chunk: int) -> tu
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         sys.exit(f"accelerate launch failed:\n{proc.stderr[-3000:]}")
-    report = json.loads([x for x in proc.stdout.splitlines() if x.startswith("{")][-1])
+    report = json.loads([x for x in proc.stdout.splitlines() if x.startswith('{"seconds"')][-1])
     return report["seconds"], wall, report
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -20,8 +21,8 @@ err_console = Console(stderr=True)
 
 
 def progress(*, rate_unit: str | None = None, transient: bool = False) -> Progress:
-    """A progress bar on stderr, so stdout stays clean for --json. Disabled when stderr is not a terminal
-    unless FACE0_PROGRESS=1 (rich prints nothing then anyway)."""
+    """A progress bar on stderr, so stdout stays clean for --json. Off when stderr is not a terminal (logs,
+    pipes, tests) unless FACE0_PROGRESS=1; FACE0_PROGRESS=0 turns it off everywhere."""
     columns = [
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -32,7 +33,9 @@ def progress(*, rate_unit: str | None = None, transient: bool = False) -> Progre
     ]
     if rate_unit:
         columns.append(TextColumn("{task.fields[rate]}"))
-    return Progress(*columns, console=err_console, transient=transient)
+    forced = os.environ.get("FACE0_PROGRESS")
+    enabled = err_console.is_terminal if forced is None else forced not in ("0", "", "false", "no")
+    return Progress(*columns, console=err_console, transient=transient, disable=not enabled)
 
 
 def error(message: str) -> None:

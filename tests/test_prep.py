@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -328,14 +329,20 @@ def test_merge_refuses_unfinished_or_mixed_parts(folder: Path, embedder: Any, tm
     assert part_path(out, 0, 2).exists()  # nothing removed on failure
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_processes_with_accelerate(reference: Path, folder: Path, tmp_path: Path) -> None:
     """A real 2-process run (gloo on CPU): each rank preps its shard, rank 0 merges."""
     out = tmp_path / "t.h5"
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "tests" / "_prep_launch.py")]
-    cmd += [str(folder), str(out), str(CFG.chunk_size)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    cmd += ["--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += [str(ROOT / "tests" / "_prep_launch.py"), str(folder), str(out), str(CFG.chunk_size)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith('{"rank"')]
