@@ -31,14 +31,15 @@ class Face0Group(TyperGroup):
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         except Face0Error as e:
             error(str(e))
             sys.exit(e.exit_code)
         except click_exc.NoArgsIsHelpError:
             sys.exit(0)  # typer has printed the help while raising this
         except click_exc.ClickException as e:
-            hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             error(f"{e.format_message().replace('Value error, ', '')}{hint}")
             sys.exit(e.exit_code)
         except (typer.Abort, KeyboardInterrupt):
@@ -833,12 +834,14 @@ def debias(
     rows = -(-n // cols)
     images = [r["image"] for r in results]
     images += [images[0].copy().point(lambda _: 255)] * (rows * cols - n)
-    labels = [f"#{i} face seed {seed + i}" for i in range(n)]
-    grid = make_grid(images, rows, cols, title=f"{prompt} | a fresh face per image")
+    labels = [f"#{i} face seed {seed + i}" for i in range(n)] + [""] * (rows * cols - n)
+    grid = make_grid(images, rows, cols, tile_labels=labels, title=f"{prompt} | a fresh face per image")
     from face0cli.generate import save_png
 
     save_png(grid, {"prompt": prompt, "seeds": [seed + i for i in range(n)], "model": ctx.model}, grid_path)
-    save_debias_faces(faces_path, reqs, ctx.embedder_id, ctx.pipe.gmm.identity)
+    gmm = ctx.pipe.gmm
+    assert gmm is not None  # ctx.face("random:...") refused a model without one
+    save_debias_faces(faces_path, reqs, ctx.embedder_id, gmm.identity)
     if as_json:
         _print_json(
             {
@@ -849,9 +852,7 @@ def debias(
         )
         return
     console.print(f"{n} images, {n} fresh faces -> {out}/ (grid: {grid_path})")
-    console.print(
-        f"keep face i with: face0 character new NAME --from-debias {out} --index i   ({', '.join(labels[:2])}...)"
-    )
+    console.print(f"keep face #i with: face0 character new NAME --from-debias {out} --index i")
 
 
 @character_app.command("new")

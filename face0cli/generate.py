@@ -282,6 +282,7 @@ def make_grid(
     col_labels: Sequence[str] | None = None,
     title: str = "",
     tile: int | None = None,
+    tile_labels: Sequence[str] | None = None,
 ) -> Image.Image:
     """Lay images out in a labelled grid (paper Fig. 5-7 style): rows x cols tiles, labels on the left and top."""
     if len(images) != rows * cols:
@@ -318,6 +319,12 @@ def make_grid(
             if im.size != (tw, th):
                 im = im.resize((tw, th), Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS)
             canvas.paste(im, (x, y))
+            label = tile_labels[i * cols + j] if tile_labels else ""
+            if label:
+                small = _font(max(10, fsize * 3 // 4))
+                x1, y1, x2, y2 = draw.textbbox((x + 3, y + 3), label, font=small)
+                draw.rectangle((x1 - 2, y1 - 2, x2 + 2, y2 + 2), fill=(0, 0, 0))
+                draw.text((x + 3, y + 3), label, fill=(255, 255, 255), font=small)
     return canvas
 
 
