@@ -3,6 +3,9 @@
     python benchmarks/bench_sampler.py [--steps 10] [--repeats 5] [--size 64] [--channels 64,128,256]
     python benchmarks/bench_sampler.py --sd-config [--size 128]      # SD 1.x UNet shape, random weights
 
+On a CPU shared with other jobs pass --threads 1: with several threads, other processes stall torch's
+thread pool and the numbers swing by factors.
+
 Both pipelines share one UNet, text encoder and scheduler config, in the same run, with the same seed:
 
 1. sd-cfg: ``StableDiffusionPipeline(prompt_embeds=..., negative_prompt_embeds=..., guidance_scale=w)``,

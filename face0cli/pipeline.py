@@ -2,7 +2,7 @@
 
 A face0 model is Stable Diffusion 1.x (VAE, CLIP text encoder and tokenizer, UNet, scheduler) plus a
 FaceProjector, whose three output tokens overwrite the last three of the 77 text tokens (paper §2.1). Sampling
-mixes up to four UNet predictions (no text / text x no face / face, paper §2.2); only the branches with a
+mixes up to four UNet predictions ({no text, text} x {no face, face}, paper §2.2); only the branches with a
 non-zero weight are evaluated, as one batched UNet call a step. docs/model-format.md describes the directory.
 
 This module composes diffusers' DiffusionPipeline for loading, saving and device/dtype handling; the guidance
@@ -66,7 +66,7 @@ SCHEDULERS: dict[str, tuple[Any, dict[str, Any]]] = {
 
 
 def make_scheduler(name: str, config: Mapping[str, Any]) -> Any:
-    """Build the sampler NAME over a model's own noise schedule (its scheduler config), paper §2.2 uses DDIM.
+    """Build the sampler NAME over a model's own noise schedule (its scheduler config); the paper uses DDIM.
 
     Returns:
         a diffusers scheduler (SchedulerMixin) with the model's betas and timestep settings.
@@ -408,10 +408,10 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             ("num_inference_steps", num_inference_steps),
             ("num_images_per_prompt", num_images_per_prompt),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ParameterError(f"{name} must be a whole number >= 1, got {value!r}.")
         for name, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 8 or value % 8:
                 raise ParameterError(f"{name} must be a positive multiple of 8, got {value!r}.")
         if face is not None:
             expected = self.face0_config.embed_dim
@@ -485,7 +485,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             w: guidance scale.
             c: weight of text-and-face in the conditional part (1 = photo-real, plain CFG cost).
             a: weight of face-only against text-only in the rest (0 or 1 keeps 3 evaluations at most).
-            variety: noise on the embedding, in units of its rms (see project_faces).
+            variety: noise on the embedding, in units of its rms (see project_faces); no face, no noise.
             num_inference_steps: sampler steps.
             height, width: image size, multiples of 8 (default: the UNet's sample size).
             generator: seeds the latents, then the variety noise, then the sampler's noise.
