@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - older typer on plain click
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from face0cli import __version__
-from face0cli.config import Scheduler
+from face0cli.config import Scheduler, TrainMode
 from face0cli.console import console, error
 from face0cli.errors import Face0Error
 
@@ -989,6 +989,81 @@ def prep(
         _print_json(summary.to_dict())
     else:
         console.print(summary.table())
+
+
+@app.command()
+def train(
+    triplets: Annotated[
+        Path, typer.Option("--triplets", "-t", help="The triplet file from face0 prep.", show_default=False)
+    ],
+    base: Annotated[
+        str,
+        typer.Option("--base", help="An SD 1.x diffusers directory or hub id, or a face0 model.", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: checkpoints/, validation/, logs/, model/.")],
+    mode: Annotated[
+        TrainMode, typer.Option("--train", help="unet (the paper), lora, or projector only.")
+    ] = TrainMode.unet,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps in total.")] = 10_000,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Per process; the paper's 256 = this x accum x GPUs.")
+    ] = 16,
+    accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (paper: 2e-5).")] = 2e-5,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps of the learning rate.")] = 500,
+    resolution: Annotated[int, typer.Option("--resolution", help="Training image size (px).")] = 512,
+    mixed_precision: Annotated[str, typer.Option("--mixed-precision", help="no, fp16 or bf16.")] = "no",
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing", help="Trade compute for memory.")
+    ] = False,
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Keep an EMA of the weights (paper: 0.9999).")] = True,
+    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA decay.")] = 0.9999,
+    face_drop: Annotated[
+        float, typer.Option("--face-drop", help="Probability of zeroing the face tokens (paper: 0.1).")
+    ] = 0.1,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Steps between checkpoints (0: none).")
+    ] = 500,
+    validate_every: Annotated[
+        int, typer.Option("--validate-every", help="Steps between validation grids (0: none).")
+    ] = 500,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader workers per process.")] = 4,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank (--train lora).")] = 16,
+    seed: SeedOpt = 0,
+    resume: Annotated[str | None, typer.Option("--resume", help="latest, or a checkpoint folder.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the UNet and the face projector jointly on triplets (paper §2.1, §2.3). Scales with accelerate launch."""
+    from face0cli.config import TrainConfig
+    from face0cli.train import train as run_train
+
+    cfg = TrainConfig(
+        train=mode.value,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        gradient_accumulation_steps=accum,
+        lr=lr,
+        lr_warmup_steps=warmup,
+        resolution=resolution,
+        mixed_precision=mixed_precision,
+        gradient_checkpointing=gradient_checkpointing,
+        use_ema=ema,
+        ema_decay=ema_decay,
+        face_drop=face_drop,
+        checkpoint_every=checkpoint_every,
+        validate_every=validate_every,
+        num_workers=workers,
+        lora_rank=lora_rank,
+        seed=seed,
+    )
+    result = run_train(cfg, triplets=triplets, out=out, base=base, resume=resume, show_progress=not as_json)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        loss = "n/a" if result.loss is None else f"{result.loss:.4f}"
+        console.print(
+            f"trained {result.steps} steps (loss {loss}, {result.samples_per_s:.1f} samples/s) -> {result.model_dir}"
+        )
 
 
 def main() -> None:
