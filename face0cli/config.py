@@ -166,7 +166,7 @@ class TrainConfig:
     validation_steps: int = 25
     validation_w: float = 7.5
     lora_rank: int = 16
-    lora_alpha: float = 16.0
+    lora_alpha: int = 16
     projector_hidden_dim: int = 768
     projector_layers: int = 4
     gmm_max_samples: int = 50_000
@@ -193,6 +193,7 @@ class TrainConfig:
             "validation_faces": 1,
             "validation_steps": 1,
             "lora_rank": 1,
+            "lora_alpha": 1,
             "projector_hidden_dim": 1,
             "projector_layers": 1,
             "gmm_max_samples": 1,
@@ -203,7 +204,7 @@ class TrainConfig:
                 raise ParameterError(f"{name} must be a whole number >= {low}, got {v!r}.")
         for name in ("lr", "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm"):
             check_finite(name, getattr(self, name))
-        for name in ("face_drop", "ema_decay", "validation_w", "lora_alpha"):
+        for name in ("face_drop", "ema_decay", "validation_w"):
             check_finite(name, getattr(self, name))
         if self.lr <= 0:
             raise ParameterError(f"lr must be > 0, got {self.lr}.")
@@ -221,8 +222,3 @@ class TrainConfig:
             isinstance(p, str) for p in self.validation_prompts
         ):
             raise ParameterError("validation_prompts must be a tuple of strings.")
-
-    @property
-    def trains_unet(self) -> bool:
-        """Whether the UNet's own weights change (full fine-tuning; LoRA adds weights, the base stays)."""
-        return self.train == TrainMode.unet.value

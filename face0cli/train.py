@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffusers.training_utils import EMAModel
@@ -47,10 +48,12 @@ from PIL import Image
 
 from face0cli.conditioning import drop_faces, insert_face_tokens
 from face0cli.config import GMMConfig, TrainConfig, to_dict, to_json
-from face0cli.errors import BadInput, EmbedderMismatch, Face0Error, ImageError, ParameterError
+from face0cli.data import open_ref
+from face0cli.errors import BadInput, EmbedderMismatch, Face0Error, ParameterError
 from face0cli.face_space import FaceGMM
 from face0cli.pipeline import FACE0_JSON, Face0Pipeline, StrPath
 from face0cli.prep import TripletFile
+from face0cli.projector import FaceProjector
 
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
@@ -116,22 +119,6 @@ class NonFiniteLoss(Face0Error):
 # ------------------------------------------------------------------------------------------------ data
 
 
-def load_ref(ref: str) -> Image.Image:
-    """Decode the image a triplet's ref points to (a file, or 'shard.tar::member') as RGB (data.open_ref)."""
-    from face0cli.data import open_ref
-
-    try:
-        return open_ref(ref)
-    except ModuleNotFoundError as e:  # face0cli.images not there yet: plain PIL for files
-        if e.name != "face0cli.images":
-            raise
-        try:
-            with Image.open(ref) as im:
-                return im.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise ImageError(f"cannot decode the training image {ref} ({err}).") from err
-
-
 def image_to_tensor(image: Image.Image, resolution: int, flip: bool = False) -> torch.Tensor:
     """Resize the shorter side to RESOLUTION (bilinear), center-crop a square, scale to [-1, 1] (paper §2.3).
 
@@ -191,7 +178,7 @@ class TripletDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             latents = torch.from_numpy(np.asarray(row["latents"], dtype=np.float32))
             item["latents"] = latents.flip(-1) if flip else latents
         else:
-            item["pixel_values"] = image_to_tensor(load_ref(row["ref"]), self.resolution, flip)
+            item["pixel_values"] = image_to_tensor(open_ref(row["ref"]), self.resolution, flip)
         return item
 
 
@@ -258,7 +245,7 @@ class Face0Denoiser(torch.nn.Module):
         positions: the T context positions the face tokens overwrite (74, 75, 76).
     """
 
-    def __init__(self, unet: torch.nn.Module, projector: torch.nn.Module, positions: Sequence[int]) -> None:
+    def __init__(self, unet: UNet2DConditionModel, projector: FaceProjector, positions: Sequence[int]) -> None:
         super().__init__()
         self.unet = unet
         self.projector = projector
@@ -287,8 +274,9 @@ class Face0Denoiser(torch.nn.Module):
         tokens = self.projector(embedding)
         if face_drop > 0:
             tokens = drop_faces(tokens, face_drop)
-        ctx = insert_face_tokens(context, tokens, self.positions)
-        return self.unet(noisy_latents, timesteps, encoder_hidden_states=ctx, return_dict=False)[0]
+        dtype = self.unet.dtype  # fp32 under autocast; fp16 when DeepSpeed converted the weights
+        ctx = insert_face_tokens(context.to(dtype), tokens, self.positions)
+        return self.unet(noisy_latents.to(dtype), timesteps, encoder_hidden_states=ctx, return_dict=False)[0]
 
 
 def lora_config(cfg: TrainConfig) -> Any:
@@ -560,8 +548,7 @@ def train(
         raise BadInput(f"the triplet file {trip.path} is empty: it has no triplets to train on.")
     if accelerator is None:
         accelerator = make_accelerator(cfg, out)
-    elif accelerator.gradient_accumulation_steps != cfg.gradient_accumulation_steps:
-        accelerator.gradient_accumulation_steps = cfg.gradient_accumulation_steps
+    _check_accumulation(accelerator, cfg)
     _limit_cpu_threads(accelerator)
     from accelerate.utils import set_seed
 
@@ -673,15 +660,16 @@ def train(
 
 
 def make_accelerator(cfg: TrainConfig, out: Path) -> Any:
-    """The default Accelerator: cfg's mixed precision and accumulation, TensorBoard logs in out/logs when the
-    tensorboard package is installed. A multi-process launch on a machine without CUDA runs on CPU (gloo)."""
+    """The default Accelerator: cfg's accumulation, TensorBoard logs in out/logs when the tensorboard package is
+    installed. Mixed precision fp16 / bf16 in cfg wins over the launcher's config; "no" leaves the launcher's (an
+    accelerate config's mixed_precision, else none). A multi-process launch without CUDA runs on CPU (gloo)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, is_tensorboard_available
 
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     return Accelerator(
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        mixed_precision=cfg.mixed_precision,
+        mixed_precision=None if cfg.mixed_precision == "no" else cfg.mixed_precision,  # "no": the launcher's choice
         log_with=["tensorboard"] if is_tensorboard_available() else None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / LOGS)),
         cpu=cpu,
@@ -930,6 +918,20 @@ def _resolution(cfg: TrainConfig, pipe: Face0Pipeline, trip: TripletFile) -> int
     return cfg.resolution
 
 
+def _check_accumulation(accelerator: Any, cfg: TrainConfig) -> None:
+    """cfg's gradient accumulation is what the loop counts; make the accelerator (or DeepSpeed's config) agree."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config.get("gradient_accumulation_steps")
+        if isinstance(ds, int) and ds != cfg.gradient_accumulation_steps:
+            raise ParameterError(
+                f"the DeepSpeed config accumulates gradients over {ds} steps, face0 was asked for "
+                f"{cfg.gradient_accumulation_steps}; make them equal."
+            )
+    accelerator.gradient_accumulation_steps = cfg.gradient_accumulation_steps
+
+
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
     """Move a module to DEVICE, casting it to DTYPE only if it is not in it already (diffusers warns on casts)."""
     current = next(module.parameters()).dtype
@@ -996,7 +998,6 @@ __all__ = [
     "image_to_tensor",
     "list_checkpoints",
     "load_model",
-    "load_ref",
     "make_accelerator",
     "train",
 ]

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,6 +54,15 @@ FAST = TrainConfig(
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and a shared 2-core machine makes more threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def write_triplets(
@@ -208,6 +218,19 @@ def test_checkpoints_validation_and_log_files(run: tuple[TrainConfig, T.TrainRes
     assert not any(p.name.startswith(".") for p in out.iterdir())
 
 
+def test_the_model_gets_the_ema_weights(run: tuple[TrainConfig, T.TrainResult]) -> None:
+    """EMA mechanics (decay 0.9 here; 0.9999 would not move in 40 steps): the model holds the shadow weights."""
+    _, result = run
+    ema = torch.load(result.checkpoints[-1] / "custom_checkpoint_0.pkl", weights_only=False)
+    assert (ema["decay"], ema["optimization_step"]) == (0.9, 40)
+    pipe = Face0Pipeline.from_pretrained(result.model_dir)
+    trained = list(T.Face0Denoiser(pipe.unet, pipe.projector, (74, 75, 76)).parameters())
+    assert len(trained) == len(ema["shadow_params"])
+    assert all(torch.equal(p, s) for p, s in zip(trained, ema["shadow_params"]))
+    raw = load_file(result.checkpoints[-1] / "model.safetensors")
+    assert not torch.equal(raw["projector.mlp.0.weight"], pipe.projector.mlp[0].weight)  # EMA != last step
+
+
 # ------------------------------------------------------------------------------------------------ modes
 
 
@@ -215,7 +238,7 @@ def test_checkpoints_validation_and_log_files(run: tuple[TrainConfig, T.TrainRes
 def test_each_mode_updates_only_what_it_trains(world: World, mode: str) -> None:
     from accelerate import Accelerator
 
-    cfg = replace(FAST, train=mode, lr=1e-2, use_ema=False, lora_rank=4, lora_alpha=4.0)
+    cfg = replace(FAST, train=mode, lr=1e-2, use_ema=False, lora_rank=4, lora_alpha=4)
     pipe = Face0Pipeline.from_sd(world.sd, EMBEDDER, DIM, seed=0, hidden_dim=32)
     before = {
         name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()}
@@ -243,7 +266,7 @@ def test_each_mode_updates_only_what_it_trains(world: World, mode: str) -> None:
 
 
 def test_lora_run_merges_the_adapters_into_the_saved_unet(world: World, tmp_path: Path) -> None:
-    cfg = replace(FAST, train="lora", max_steps=3, lr=1e-2, lora_rank=4, lora_alpha=4.0, checkpoint_every=3)
+    cfg = replace(FAST, train="lora", max_steps=3, lr=1e-2, lora_rank=4, lora_alpha=4, checkpoint_every=3)
     result = T.train(cfg, triplets=world.triplets, out=tmp_path / "out", base=world.sd, show_progress=False)
     pipe = Face0Pipeline.from_pretrained(result.model_dir)  # a plain UNet: no peft layers in the directory
     assert not any("lora" in k for k in pipe.unet.state_dict())
@@ -394,9 +417,9 @@ def test_two_processes_write_one_model(world: World, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    launcher = Path(sys.executable).with_name("accelerate")
     cmd = [
-        str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
         str(Path(__file__).with_name("_train_launch.py")),
         str(world.sd), str(world.triplets), str(tmp_path / "out"), "4",
