@@ -439,3 +439,82 @@ def test_two_processes_write_one_model(world: World, tmp_path: Path) -> None:
     assert len((out / "logs" / "train.csv").read_text().splitlines()) == 5  # written once, by the main process
     assert [p.name for p in (out / "validation").iterdir()] == ["step-000004.png"]
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+
+def test_train_command_then_generate_with_the_result(world: World, tmp_path: Path) -> None:
+    """face0 train writes a model directory that face0 generate and character new can use at once."""
+    from typer.testing import CliRunner
+
+    from face0cli.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "out"
+    args = [
+        "train",
+        "-t",
+        world.triplets,
+        "--base",
+        world.sd,
+        "--out",
+        out,
+        "--max-steps",
+        3,
+        "--batch-size",
+        2,
+        "--resolution",
+        32,
+        "--workers",
+        0,
+        "--warmup",
+        0,
+        "--checkpoint-every",
+        0,
+        "--validate-every",
+        0,
+        "--json",
+    ]
+    r = runner.invoke(app, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["steps"] == 3 and Path(res["model_dir"]).is_dir()
+    model = res["model_dir"]
+    r = runner.invoke(app, ["character", "new", "hero", "--seed", "1", "--model", model])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app,
+        [
+            "generate",
+            "--model",
+            model,
+            "--face",
+            "hero",
+            "--prompt",
+            "a photo of a person",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "hero.png"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "hero.png").size == (32, 32)
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "-t",
+            str(world.triplets),
+            "--base",
+            str(world.sd),
+            "--out",
+            str(out),
+            "--max-steps",
+            "3",
+            "--lr",
+            "nan",
+        ],
+    )
+    assert r.exit_code != 0 and r.stderr.startswith("error:") and "lr" in r.stderr
