@@ -467,16 +467,11 @@ class _ModelContext:
     """A loaded model plus what is needed to turn --face into an embedding for it."""
 
     def __init__(self, model: str | None, device: str, dtype: str, store: Path | None, weights: Path | None):
-        import diffusers.utils.logging
-        import transformers.utils.logging
-
+        from face0cli.console import quiet_model_loading
         from face0cli.errors import ModelError
         from face0cli.pipeline import Face0Pipeline
 
-        diffusers.utils.logging.disable_progress_bar()  # the CLI shows its own progress
-        diffusers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
+        quiet_model_loading()
 
         if not model:
             raise ModelError("no model given: pass --model DIR (a face0 model directory or hub id) or set FACE0_MODEL.")
@@ -948,6 +943,10 @@ def prep(
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Start over instead of continuing a stopped run.")
     ] = False,
+    latents: Annotated[
+        str | None, typer.Option("--latents", help="Also store VAE latents of this model (training skips the encoder).")
+    ] = None,
+    resolution: Annotated[int, typer.Option("--resolution", help="Training resolution of --latents (px).")] = 512,
     device: DeviceOpt = "cpu",
     embedder_weights: EmbedderWeightsOpt = None,
     as_json: JsonOpt = False,
@@ -983,12 +982,25 @@ def prep(
             parse_shard(shard) if shard else None,
             resume=not no_resume,
             batch_size=batch_size,
+            encode_latents=_latent_encoder(latents, resolution, device) if latents else None,
             show_progress=not as_json,
         )
     if as_json:
         _print_json(summary.to_dict())
     else:
         console.print(summary.table())
+
+
+def _latent_encoder(model: str, resolution: int, device: str) -> Any:
+    from face0cli.console import quiet_model_loading
+    from face0cli.errors import ParameterError
+    from face0cli.train import VaeLatentEncoder
+
+    quiet_model_loading()
+
+    if resolution < 8 or resolution % 8:
+        raise ParameterError(f"--resolution must be a positive multiple of 8, got {resolution}.")
+    return VaeLatentEncoder(model, resolution, device)
 
 
 @app.command()
@@ -1035,7 +1047,10 @@ def train(
 ) -> None:
     """Train the UNet and the face projector jointly on triplets (paper §2.1, §2.3). Scales with accelerate launch."""
     from face0cli.config import TrainConfig
+    from face0cli.console import quiet_model_loading
     from face0cli.train import train as run_train
+
+    quiet_model_loading()
 
     cfg = TrainConfig(
         train=mode.value,

@@ -53,3 +53,14 @@ def info(message: str) -> None:
 
 def is_interactive() -> bool:
     return sys.stderr.isatty()
+
+
+def quiet_model_loading() -> None:
+    """Silence diffusers' and transformers' own loading bars and chatter: face0 shows its own progress."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()

@@ -259,8 +259,8 @@ class FaceGMM:
         from sklearn.mixture import GaussianMixture
 
         x = np.asarray(embeddings, dtype=np.float64)
-        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-            raise ParameterError(f"a GMM needs (N, D) embeddings, got shape {x.shape}.")
+        if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
+            raise ParameterError(f"a GMM needs (N, D) embeddings with N >= 2, got shape {x.shape}.")
         if not np.isfinite(x).all():
             raise ParameterError("the embeddings to fit contain NaN or infinite values.")
         if cfg.covariance_type not in COVARIANCE_TYPES:

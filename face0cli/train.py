@@ -48,8 +48,9 @@ from PIL import Image
 
 from face0cli.conditioning import drop_faces, insert_face_tokens
 from face0cli.config import GMMConfig, TrainConfig, to_dict, to_json
+from face0cli.console import warn
 from face0cli.data import open_ref
-from face0cli.errors import BadInput, EmbedderMismatch, Face0Error, ParameterError
+from face0cli.errors import BadInput, EmbedderMismatch, Face0Error, ModelError, ParameterError
 from face0cli.face_space import FaceGMM
 from face0cli.pipeline import FACE0_JSON, Face0Pipeline, StrPath
 from face0cli.prep import TripletFile
@@ -135,6 +136,34 @@ def image_to_tensor(image: Image.Image, resolution: int, flip: bool = False) -> 
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+class VaeLatentEncoder:
+    """`face0 prep --latents MODEL`: store the frozen VAE's latent distribution so training skips the encoder.
+
+    Each row is the (2 * latent_channels, R/8, R/8) mean and log-variance, unscaled; training draws a fresh
+    sample from it every step (Trainer.encode), as the plain recipe does from the encoder's output.
+
+    Args:
+        model: an SD 1.x / face0 model directory or hub id whose vae/ is used.
+        resolution: the training resolution the images are resized and center-cropped to.
+    """
+
+    def __init__(self, model: StrPath, resolution: int, device: str = "cpu") -> None:
+        from diffusers import AutoencoderKL
+
+        try:
+            self.vae = AutoencoderKL.from_pretrained(str(model), subfolder="vae").to(device).eval()
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load the VAE of {model} for --latents ({str(e).splitlines()[0]}).") from e
+        self.resolution = resolution
+        self.device = device
+        self.id = f"vae:{model}@{resolution}"
+
+    @torch.no_grad()
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        x = torch.stack([image_to_tensor(im, self.resolution) for im in images]).to(self.device)
+        return self.vae.encode(x).latent_dist.parameters.float().cpu().numpy()
 
 
 class TripletDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
@@ -883,8 +912,15 @@ def _export(
     return model_dir
 
 
-def _fit_gmm(trip: TripletFile, cfg: TrainConfig) -> FaceGMM:
-    """The GMM of the training embeddings (paper §3.1), over at most cfg.gmm_max_samples of them."""
+def _fit_gmm(trip: TripletFile, cfg: TrainConfig) -> FaceGMM | None:
+    """The GMM of the training embeddings (paper §3.1), over at most cfg.gmm_max_samples of them.
+
+    None (with a warning) when there are too few embeddings to fit one: the model then has no random faces.
+    """
+    if len(trip) < 2:
+        warn(f"{len(trip)} training embedding(s) are too few to fit a GMM of faces; the model gets no gmm/.")
+        trip.close()
+        return None
     if len(trip) <= cfg.gmm_max_samples:
         x = trip.embeddings()
     else:

@@ -51,3 +51,78 @@ def test_prep_no_faces_is_a_clear_error(photo_dir: Path, embedder_weights: Path,
     assert_clean_error(r, "face")
     assert not out.exists()
     assert_clean_error(runner.invoke(app, ["prep", str(tmp_path / "nope"), "--out", str(out)]), "does not exist")
+
+
+def test_prep_with_latents_then_train_on_them(photo_dir: Path, embedder_weights: Path, tmp_path: Path) -> None:
+    """--latents stores the VAE's mean and log-variance per kept image; training then reads them."""
+    import dataclasses
+
+    import numpy as np
+    from diffusers import AutoencoderKL
+
+    from face0cli.faces import FacenetEmbedder
+    from face0cli.tiny import tiny_pipeline
+    from face0cli.train import image_to_tensor
+
+    model = tmp_path / "m"
+    pipe = tiny_pipeline(seed=0, embed_dim=1792)
+    pipe.face0_config = dataclasses.replace(pipe.face0_config, embedder_id=FacenetEmbedder(weights=embedder_weights).id)
+    pipe.save_pretrained(model)
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(photo_dir / "grace_hopper.jpg", data / "g.jpg")
+    (data / "g.txt").write_text("an officer")
+    out = tmp_path / "t.h5"
+    r = runner.invoke(
+        app,
+        [
+            "prep",
+            str(data),
+            "--out",
+            str(out),
+            "--embedder-weights",
+            str(embedder_weights),
+            "--latents",
+            str(model),
+            "--resolution",
+            "32",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    vae = AutoencoderKL.from_pretrained(model / "vae").eval()
+    from PIL import Image
+
+    expected = vae.encode(image_to_tensor(Image.open(data / "g.jpg").convert("RGB"), 32)[None]).latent_dist
+    with h5py.File(out, "r") as f:
+        stored = f["latents"][:]
+    assert stored.shape == (1, 2 * vae.config.latent_channels, 32 // pipe.vae_scale_factor, 32 // pipe.vae_scale_factor)
+    np.testing.assert_allclose(stored[0], expected.parameters[0].detach().numpy(), atol=1e-5)
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "-t",
+            str(out),
+            "--base",
+            str(model),
+            "--out",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "1",
+            "--resolution",
+            "32",
+            "--workers",
+            "0",
+            "--warmup",
+            "0",
+            "--checkpoint-every",
+            "0",
+            "--validate-every",
+            "0",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
