@@ -1081,6 +1081,74 @@ def train(
         )
 
 
+# ---------------------------------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+def eval_(
+    args: Annotated[
+        list[str],
+        typer.Argument(help="SPEC (a YAML/JSON benchmark spec), or: compare A.json B.json.", show_default=False),
+    ],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder of the run.")] = None,
+    model: ModelOpt = None,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Regenerate every image.")] = False,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    store: StoreOpt = None,
+    embedder_weights: EmbedderWeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a model with the paper's protocol (§4.1-4.3): text, face and overall alignment, best-of-N.
+
+    `face0 eval SPEC --out DIR` writes results.json, table.md (Table 1's shape) and contact_sheet.png;
+    `face0 eval compare A.json B.json` prints two runs side by side with the differences.
+    """
+    from face0cli.console import quiet_model_loading, warn
+    from face0cli.errors import BadInput
+
+    if args[0] == "compare":
+        if len(args) != 3:
+            raise BadInput("usage: face0 eval compare A.json B.json")
+        from face0cli.evaluate import compare
+
+        table, data = compare(args[1], args[2])
+        if as_json:
+            _print_json(data)
+        else:
+            console.print(table)
+            for w in data.get("warnings", []):
+                warn(w)
+        return
+    if len(args) != 1:
+        raise BadInput("give one benchmark spec (or: face0 eval compare A.json B.json).")
+    if out is None:
+        raise BadInput("give the output folder with --out.")
+    from face0cli.evaluate import run_eval
+
+    quiet_model_loading()
+    res = run_eval(
+        args[0],
+        out,
+        model=model,
+        device=device,
+        dtype=dtype,
+        store=_store(store).path,
+        embedder_weights=embedder_weights,
+        resume=not no_resume,
+        show_progress=not as_json,
+        on_warning=warn,
+    )
+    if as_json:
+        _print_json(res.to_json())
+        return
+    console.print(
+        f"{len(res.images)} images ({res.generated} new, {res.reused} reused, {res.rescored} rescored)\\n"
+        f"table: {res.table_md}\\nresults: {res.results_json}\\ncontact sheet: {res.contact_sheet}"
+    )
+    console.print(Path(res.table_md).read_text(encoding="utf-8"), markup=False, highlight=False)
+
+
 def main() -> None:
     """Entry point of the `face0` console script."""
     app()

@@ -225,8 +225,8 @@ def _prep_distributed(job: _Job, state: Any, out: Path) -> PrepSummary:
     state.wait_for_everyone()
     parts = [part_path(out, i, n) for i in range(n)]
     total = _sum_summaries([read_summary(p) for p in parts], str(out))
+    state.wait_for_everyone()  # every process has read the parts before the main process merges them away
     if total.kept == 0:
-        state.wait_for_everyone()  # every process has read the parts before they go
         if state.is_main_process:
             for p in parts:
                 p.unlink(missing_ok=True)
