@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import re
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +149,7 @@ def resolve_face(
     if m:
         if gmm is None:
             raise ModelError("this model has no GMM of faces (gmm/), so it cannot draw a random face.")
-        seed = int(m.group(1)) if m.group(1) else int(np.random.SeedSequence().entropy % (2**31))
+        seed = int(m.group(1)) if m.group(1) else secrets.randbelow(2**31)  # recorded with the image
         vec = gmm.sample(1, seed=seed)[0]
         return face_from_vector(vec, f"random:{seed}", {"kind": "random", "seed": seed, "gmm": gmm.identity})
     path = Path(spec)
