@@ -97,6 +97,18 @@ def _store(path: Path | None):  # -> FaceStore
     return FaceStore(path if path is not None else default_store_path())
 
 
+def _store_for_new(path: Path | None, name: str, force: bool):  # -> FaceStore
+    """The library, once NAME is checked to be valid and free (or --force): fail before any heavy work."""
+    from face0cli.errors import CharacterExists
+    from face0cli.store import check_name
+
+    check_name(name)
+    lib = _store(path)
+    if not force and name in lib:
+        raise CharacterExists(f"a character named '{name}' exists already; use --force to replace it.")
+    return lib
+
+
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
@@ -134,13 +146,9 @@ def embed(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed the face in PHOTO(s) and save it as a character (several photos: their mean, paper §3.3)."""
-    from face0cli.errors import CharacterExists
-    from face0cli.store import Character, check_name
+    from face0cli.store import Character
 
-    check_name(name)
-    lib = _store(store)
-    if not force and name in lib:
-        raise CharacterExists(f"a character named '{name}' exists already; use --force to replace it.")
+    lib = _store_for_new(store, name, force)
 
     from face0cli.faces import FacenetEmbedder, embed_photos, mean_embedding
 
@@ -345,16 +353,13 @@ def mix(
     """
     import numpy as np
 
-    from face0cli.errors import BadInput, CharacterExists, ParameterError
+    from face0cli.errors import BadInput, ParameterError
     from face0cli.face_space import check_compatible, direction_edit, lerp, parse_weighted, weighted_mean
-    from face0cli.store import Character, check_name
+    from face0cli.store import Character
 
     if not name:
         raise BadInput("give the new character a name with --name.")
-    check_name(name)
-    lib = _store(store)
-    if not force and name in lib:
-        raise CharacterExists(f"a character named '{name}' exists already; use --force to replace it.")
+    lib = _store_for_new(store, name, force)
     specs = specs or []
     provenance: dict[str, Any]
     if base is not None or towards is not None:
@@ -871,13 +876,10 @@ def character_new(
     as_json: JsonOpt = False,
 ) -> None:
     """Invent a consistent character: a random face from the model's GMM (paper §3.1, §3.2)."""
-    from face0cli.errors import BadInput, CharacterExists
-    from face0cli.store import Character, check_name
+    from face0cli.errors import BadInput
+    from face0cli.store import Character
 
-    check_name(name)
-    lib = _store(store)
-    if not force and name in lib:
-        raise CharacterExists(f"a character named '{name}' exists already; use --force to replace it.")
+    lib = _store_for_new(store, name, force)
     if sum(x is not None for x in (seed, from_image, from_debias)) > 1:
         raise BadInput("give at most one of --seed, --from-image and --from-debias.")
     if from_debias is not None:
