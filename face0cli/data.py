@@ -210,7 +210,7 @@ def open_dataset(
             raise ParameterError("a minimum score needs the score column (or JSON field) to read it from.")
         if not isinstance(min_score, (int, float)) or not math.isfinite(min_score):
             raise ParameterError(f"the minimum score must be a finite number, got {min_score!r}.")
-    filt = {"score_column": score_column, "min_score": min_score}
+    filt: dict[str, Any] = {"score_column": score_column, "min_score": min_score}
     if isinstance(source, (list, tuple)):
         return read_shards([Path(s) for s in source], **filt)
     text = os.fspath(source)  # type: ignore[arg-type]

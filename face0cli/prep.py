@@ -15,7 +15,8 @@ on at sample ``done``. Chunks are the same in every run, so a resumed file equal
 ``<out>.part-i-of-N.h5``; `merge_parts` copies the parts, in order, into one triplet file (a plain copy, not
 an HDF5 virtual dataset, so the result stands alone and the parts can go). Launched with several processes
 (``accelerate launch`` / ``torchrun``), `prep` does this by itself: each process takes the shard of its rank,
-all wait at a barrier, the main process merges.
+all wait at a barrier, the main process merges. On GPUs, build each process's embedder on
+``accelerate.PartialState().device``; on CPU each process gets its share of the cores as torch threads.
 """
 
 from __future__ import annotations
@@ -348,13 +349,15 @@ def _header(job: _Job, rng: range, shard: tuple[int, int] | None) -> dict[str, A
     """Root attributes of a new file; the ones under _MUST_MATCH decide whether an old file can be resumed."""
     dataset, embedder, cfg = job.dataset, job.embedder, job.cfg
     crop = getattr(embedder, "cfg", None)
+    is_config = dataclasses.is_dataclass(crop) and not isinstance(crop, type)
+    crop_dict = dataclasses.asdict(crop) if is_config else None  # type: ignore[arg-type]
     latents_id = None
     if job.encode_latents is not None:
         hook = job.encode_latents
         latents_id = str(getattr(hook, "id", getattr(hook, "__qualname__", "encode_latents")))
     settings = {
         "prep": dataclasses.asdict(cfg),
-        "crop": dataclasses.asdict(crop) if dataclasses.is_dataclass(crop) else None,
+        "crop": crop_dict,
         "dataset": dataset.describe(),
         "latents": latents_id,
     }
@@ -421,6 +424,7 @@ def _open_or_create(path: Path, header: dict[str, Any], dataset: Dataset, resume
             f.attrs[k] = v
         f.attrs["summary"] = json.dumps(summary.to_dict(), sort_keys=True)
         _create_datasets(f, header["dim"])
+    _fsync(tmp)
     os.replace(tmp, path)
     return summary
 
@@ -570,18 +574,19 @@ def merge_parts(
             row = 0
             for p in parts:
                 with _open_h5(p, "r") as src:
-                    k = int(src.attrs["rows"])
+                    nrows = int(src.attrs["rows"])
                     for name in _row_datasets(src):
                         if name not in dst:
                             ds = src[name]
                             shape = ds.shape[1:]
                             grow = {"maxshape": (None, *shape), "chunks": ds.chunks}
                             dst.create_dataset(name, (row, *shape), ds.dtype, **grow)
-                        dst[name].resize(row + k, axis=0)
-                        for a in range(0, k, 4096):
-                            b = min(a + 4096, k)
+                        dst[name].resize(row + nrows, axis=0)
+                        for a in range(0, nrows, 4096):
+                            b = min(a + 4096, nrows)
                             dst[name][row + a : row + b] = src[name][a:b]
-                    row += k
+                    row += nrows
+        _fsync(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -709,6 +714,12 @@ def read_triplets(path: str | os.PathLike[str]) -> TripletFile:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _fsync(path: Path) -> None:
+    """Flush a finished file to disk before it replaces another (the replace is then atomic on disk too)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def _plain(value: Any) -> Any:
