@@ -949,7 +949,9 @@ def prep(
         str | None, typer.Option("--latents", help="Also store VAE latents of this model (training skips the encoder).")
     ] = None,
     resolution: Annotated[int, typer.Option("--resolution", help="Training resolution of --latents (px).")] = 512,
-    device: DeviceOpt = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="auto (each process its own GPU, else CPU), cpu, cuda:N.")
+    ] = "auto",
     embedder_weights: EmbedderWeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -975,6 +977,12 @@ def prep(
         from face0cli.config import CropConfig
         from face0cli.faces import FacenetEmbedder
 
+        if device == "auto":  # under accelerate launch each process takes its own GPU
+            import os
+
+            import torch
+
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         embedder = FacenetEmbedder(weights=embedder_weights, device=device, cfg=CropConfig(min_face=min_face))
         summary = run_prep(
             ds,
