@@ -1091,6 +1091,80 @@ def train(
         )
 
 
+@app.command("fit-gmm")
+def fit_gmm(
+    model: Annotated[Path, typer.Argument(help="A local face0 model directory.", show_default=False)],
+    source: Annotated[
+        Path,
+        typer.Option("--from", help="A triplet file (face0 prep) or a character library.", show_default=False),
+    ],
+    min_components: Annotated[int, typer.Option("--min-components", help="Fewest mixture components.")] = 1,
+    max_components: Annotated[int, typer.Option("--max-components", help="Most mixture components.")] = 8,
+    covariance: Annotated[str, typer.Option("--covariance", help="diag, full, tied or spherical.")] = "diag",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit the model's GMM of faces (paper §3.1) to embeddings, the number of components chosen by BIC.
+
+    Random characters, `--face random:SEED` and `face0 debias` sample from it. face0 train fits one to its
+    training faces; this refits it, e.g. to a larger triplet file or to a library of characters.
+    """
+    from face0cli.config import GMMConfig
+    from face0cli.errors import BadInput, EmbedderMismatch, ModelError
+    from face0cli.face_space import FaceGMM
+    from face0cli.pipeline import FACE0_JSON, GMM_DIR, Face0Config
+
+    if not (model / FACE0_JSON).is_file():
+        raise ModelError(f"{model} is not a local face0 model directory (no {FACE0_JSON}).")
+    cfg = Face0Config.load(model / FACE0_JSON)
+    x, embedder_id = _embeddings_of(source, cfg.embedder_id)
+    if embedder_id != cfg.embedder_id or x.shape[1] != cfg.embed_dim:
+        raise EmbedderMismatch(
+            f"{source} holds {x.shape[1]}-d embeddings of {embedder_id}, but the model takes {cfg.embed_dim}-d "
+            f"embeddings of {cfg.embedder_id}."
+        )
+    if len(x) < 2:
+        raise BadInput(f"{source} has {len(x)} embedding(s) of the model's embedder; a GMM needs at least 2.")
+    gmm_cfg = GMMConfig(min_components, max_components, covariance, seed)
+    gmm = FaceGMM.fit(x, gmm_cfg, embedder_id=embedder_id)
+    gmm.save(model / GMM_DIR)
+    out = {
+        "gmm": str(model / GMM_DIR),
+        "n_train": len(x),
+        "n_components": gmm.n_components,
+        "identity": gmm.identity,
+        "bic": gmm.bic,
+    }
+    if as_json:
+        _print_json(out)
+    else:
+        console.print(
+            f"GMM of {len(x)} faces: {gmm.n_components} component(s) (BIC over {min_components}..{max_components}), "
+            f"identity {gmm.identity} -> {model / GMM_DIR}"
+        )
+
+
+def _embeddings_of(source: Path, embedder_id: str) -> tuple[Any, str]:
+    """(N, D) embeddings and their embedder id from a triplet file, or a library's characters of EMBEDDER_ID."""
+    import numpy as np
+
+    from face0cli.errors import BadInput, StoreError
+    from face0cli.prep import read_triplets
+    from face0cli.store import FaceStore
+
+    if not source.is_file():
+        raise BadInput(f"{source} does not exist or is not a file.")
+    try:
+        chars = FaceStore(source).list()
+    except StoreError:
+        with read_triplets(source) as trip:
+            return trip.embeddings(), trip.embedder_id
+    same = [c.vector for c in chars if c.embedder_id == embedder_id]
+    if not same:
+        raise BadInput(f"{source} has no characters of the embedder {embedder_id}.")
+    return np.stack(same), embedder_id
+
+
 # ---------------------------------------------------------------------------------------------------- eval
 
 

@@ -254,3 +254,27 @@ def test_generate_from_a_photo_with_the_models_embedder(
         gen("--model", model, "--face", photo_dir / "grace_hopper.jpg", "--prompt", "x", "--out", tmp_path / "o.png"),
         "embedder",
     )
+
+
+def test_fit_gmm_from_a_library(tmp_path: Path, model_dir: Path) -> None:
+    """fit-gmm refits the model's GMM to a library's faces; random characters then come from it."""
+    import shutil
+
+    from face0cli.face_space import FaceGMM
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    before = FaceGMM.load(model / "gmm").identity
+    for i in range(12):
+        add_char(f"c{i}", dim=DIM, seed=100 + i)
+    add_char("foreign", dim=16, seed=5, embedder="other/emb")  # left out: another embedder
+    r = run("fit-gmm", model, "--from", store_path(), "--max-components", 2, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["n_train"] == 12 and out["identity"] != before
+    gmm = FaceGMM.load(model / "gmm")
+    assert gmm.identity == out["identity"] and gmm.n_train == 12
+    assert run("character", "new", "fresh", "--seed", 3, "--model", model).exit_code == 0
+    np.testing.assert_array_equal(FaceStore(store_path()).get("fresh").vector, gmm.sample(1, seed=3)[0])
+    assert_clean_error(run("fit-gmm", tmp_path, "--from", store_path()), "face0.json")
+    assert_clean_error(run("fit-gmm", model, "--from", tmp_path / "nope.h5"), "does not exist")
