@@ -142,9 +142,7 @@ def _to_rgb(image: Image.Image, label: str) -> Image.Image:
     try:
         return image.convert("RGB")
     except (ValueError, OSError) as e:
-        raise ImageError(
-            f"{label} has pixel mode {mode}, which cannot be turned into RGB ({_one_line(e)})."
-        ) from e
+        raise ImageError(f"{label} has pixel mode {mode}, which cannot be turned into RGB ({_one_line(e)}).") from e
 
 
 def _wide_grey_to_l(image: Image.Image) -> Image.Image:

@@ -265,9 +265,7 @@ def test_mix_weighted_mean_lerp_direction() -> None:
         FaceStore(store_path()).get("lerp").vector, 0.75 * a.vector + 0.25 * b.vector, rtol=1e-5, atol=1e-6
     )
 
-    r = run(
-        "mix", "--base", "alice", "--towards", "bob", "--origin", "carl", "--amount", "0.5", "--name", "d"
-    )
+    r = run("mix", "--base", "alice", "--towards", "bob", "--origin", "carl", "--amount", "0.5", "--name", "d")
     assert r.exit_code == 0, r.output
     np.testing.assert_allclose(
         FaceStore(store_path()).get("d").vector, a.vector + 0.5 * (b.vector - c.vector), rtol=1e-5, atol=1e-5
@@ -314,7 +312,5 @@ def test_light_commands_do_not_import_torch(argv: list[str], tmp_path: Path) -> 
 
 
 def test_python_dash_m_and_version() -> None:
-    p = subprocess.run(
-        [sys.executable, "-m", "face0cli", "--version"], capture_output=True, text=True, timeout=60
-    )
+    p = subprocess.run([sys.executable, "-m", "face0cli", "--version"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("face0 ")
