@@ -12,7 +12,8 @@ Implementations:
     dlib       dlib's ResNet face descriptor (128-d) with the weights of the face-recognition-models package;
                optional, needs `pip install dlib face-recognition-models`.
 
-torch, transformers and facenet_pytorch are imported inside functions, so importing this module stays cheap.
+torch and transformers are imported inside functions (facenet-pytorch only in faces.py), so importing this
+module stays cheap.
 """
 
 from __future__ import annotations
@@ -31,8 +32,16 @@ from PIL import Image
 
 from face0cli.config import CropConfig
 from face0cli.errors import BadInput, Face0Error, MissingWeights
-from face0cli.faces import OFFICIAL_WEIGHTS, Detection, margin_box, pad_resize, resolve_weights
-from face0cli.images import file_sha256
+from face0cli.faces import (
+    Detection,
+    MtcnnDetector,
+    facenet_id,
+    facenet_input,
+    facenet_network,
+    margin_box,
+    pad_resize,
+    resolve_weights,
+)
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 """CLIP used for text alignment and by the clip-face judge unless the spec names another (`clip:`)."""
@@ -51,36 +60,6 @@ class Detector(Protocol):
     """Anything that finds faces: `detect(image) -> [Detection]`, largest first (faces.Embedder satisfies it)."""
 
     def detect(self, image: Image.Image) -> list[Detection]: ...
-
-
-class MtcnnDetector:
-    """facenet-pytorch's MTCNN, the paper's detector (§2.3), with no recognition network attached.
-
-    Args:
-        device: torch device of the detector.
-        cfg: cfg.min_face is MTCNN's minimum face size in pixels (20 in the paper).
-    """
-
-    def __init__(self, device: str = "cpu", cfg: CropConfig = CropConfig()) -> None:
-        from facenet_pytorch import MTCNN
-
-        self.cfg = cfg
-        self.mtcnn = MTCNN(min_face_size=cfg.min_face, keep_all=True, device=device).eval()
-
-    def detect(self, image: Image.Image) -> list[Detection]:
-        """All faces in an RGB image, largest area first; [] when none (or the image is under the minimum)."""
-        if min(image.size) < self.cfg.min_face:
-            return []
-        import torch
-
-        with torch.inference_mode():
-            boxes, probs = self.mtcnn.detect(image.convert("RGB"))
-        if boxes is None:
-            return []
-        box_arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        prob_arr = np.asarray(probs, dtype=np.float64).reshape(-1)
-        found = [Detection(tuple(float(v) for v in b), float(p)) for b, p in zip(box_arr, prob_arr)]  # type: ignore[arg-type]
-        return sorted(found, key=lambda d: d.area, reverse=True)
 
 
 class FaceFinder:
@@ -311,11 +290,7 @@ class ClipFaceJudge:
 
 def facenet_encoder_id(weights: Path | None, seed: int | None = None) -> str:
     """The embedder id faces.FacenetEmbedder gives the same InceptionResnetV1 weights (for the warning)."""
-    if weights is None:
-        return f"inception-resnet-v1/random-seed{seed}"
-    if weights.name == OFFICIAL_WEIGHTS:
-        return "inception-resnet-v1/vggface2"
-    return f"inception-resnet-v1/sha256:{file_sha256(weights)[:12]}"
+    return facenet_id(weights, seed)
 
 
 class FacenetJudge:
@@ -347,22 +322,10 @@ class FacenetJudge:
         seed: int | None = None,
     ) -> None:
         path = None if seed is not None else resolve_weights(weights)
-        import torch
-        from facenet_pytorch import InceptionResnetV1
-
-        from face0cli.faces import _load_state_dict
-
-        if path is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed or 0))
-                net = InceptionResnetV1(pretrained=None)
-        else:
-            net = InceptionResnetV1(pretrained=None)
-            _load_state_dict(net, path)  # the same file logic as the conditioning embedder
+        net, self.encoder_id = facenet_network(path, seed=seed)  # the same file logic as the conditioning embedder
         self.net = net.to(device).eval()
         self.finder = finder
         self.device = device
-        self.encoder_id = facenet_encoder_id(path, seed)
         self.id = f"facenet:{self.encoder_id}/512"
         self.weights_path = path
 
@@ -371,20 +334,13 @@ class FacenetJudge:
 
     def embed_faces(self, images: Sequence[Image.Image]) -> list[np.ndarray | None]:
         import torch
-        from facenet_pytorch import fixed_image_standardization
 
         faces = [self.finder.largest(im) for im in images]
-        size = self.finder.cfg.size
-        arrays = [
-            np.asarray(pad_resize(self.finder.crop(im, face), size))
-            for im, face in zip(images, faces)
-            if face is not None
-        ]
-        if not arrays:
+        crops = [self.finder.crop(im, face) for im, face in zip(images, faces) if face is not None]
+        if not crops:
             return [None] * len(images)
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
         with torch.inference_mode():
-            out = self.net(fixed_image_standardization(x).to(self.device))  # F.normalize inside (classify=False)
+            out = self.net(facenet_input(crops, self.finder.cfg.size, self.device))  # normalised inside
         vectors = iter(_unit_rows(out.float().cpu().numpy()))
         return [next(vectors) if face is not None else None for face in faces]
 

@@ -206,9 +206,7 @@ def test_seeded_embedding_is_deterministic(embedder: FacenetEmbedder, crops: dic
     assert not np.allclose(FacenetEmbedder(seed=1).embed(pair), v, atol=1e-3)
 
 
-def test_features_are_the_pooled_layer_before_dropout(
-    embedder: FacenetEmbedder, crops: dict[str, Image.Image]
-) -> None:
+def test_features_are_the_pooled_layer_before_dropout(embedder: FacenetEmbedder, crops: dict[str, Image.Image]) -> None:
     """The vector is avgpool_1a's output of the whole network (dropout, last_linear, last_bn dropped)."""
     import torch
     from facenet_pytorch import InceptionResnetV1
@@ -344,9 +342,7 @@ def test_embed_photos_checks_every_photo_before_embedding(
     embedder: FacenetEmbedder, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(
-        embedder, "embed", lambda crops: calls.append(len(crops)) or np.zeros((len(crops), 1792))
-    )
+    monkeypatch.setattr(embedder, "embed", lambda crops: calls.append(len(crops)) or np.zeros((len(crops), 1792)))
     with pytest.raises(NoFaceFound, match="coffee"):
         embed_photos(embedder, [photo_dir / "astronaut.jpg", photo_dir / "coffee.jpg"])
     assert calls == []
