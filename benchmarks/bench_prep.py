@@ -87,7 +87,7 @@ def naive(paths: list[Path]) -> float:
     return time.perf_counter() - t
 
 
-def prep_once(folder: Path, out: Path, batch_size: int, chunk_size: int, cl: bool) -> tuple[float, dict]:
+def prep_once(folder: Path, out: Path, batch_size: int, chunk_size: int) -> tuple[float, dict]:
     """Seconds and summary of a single-process prep (after one warm-up detection)."""
     from face0cli.config import PrepConfig
     from face0cli.data import open_dataset
@@ -96,23 +96,11 @@ def prep_once(folder: Path, out: Path, batch_size: int, chunk_size: int, cl: boo
 
     ds = open_dataset(folder)
     embedder = FacenetEmbedder(seed=0)
-    if cl:
-        _channels_last(embedder)
     _warm_up(embedder, ds)
     cfg = PrepConfig(chunk_size=chunk_size)
     t = time.perf_counter()
     summary = prep(ds, out, embedder, cfg, batch_size=batch_size, show_progress=False)
     return time.perf_counter() - t, summary.to_dict()
-
-
-def _channels_last(embedder) -> None:  # noqa: ANN001
-    """--channels-last: put the FacenetEmbedder's networks in channels_last memory format (a proposal for
-    faces.py, measured here from outside: max-pool and area resampling in MTCNN, and the convolutions, run
-    about 1.3-1.4x faster on CPU; boxes and vectors agree to 1e-4)."""
-    import torch
-
-    for net in (embedder.mtcnn.pnet, embedder.mtcnn.rnet, embedder.mtcnn.onet, embedder.net):
-        net.to(memory_format=torch.channels_last)
 
 
 def _warm_up(embedder, ds) -> None:  # noqa: ANN001
@@ -122,7 +110,7 @@ def _warm_up(embedder, ds) -> None:  # noqa: ANN001
         embedder.embed([embedder.crop(image, faces[0].box)])
 
 
-def worker(folder: Path, out: Path, batch_size: int, chunk_size: int, cl: bool) -> None:
+def worker(folder: Path, out: Path, batch_size: int, chunk_size: int) -> None:
     """One rank of the N-process run: warm up, barrier, prep (own shard + merge on rank 0), report."""
     from accelerate import PartialState
 
@@ -134,8 +122,6 @@ def worker(folder: Path, out: Path, batch_size: int, chunk_size: int, cl: bool) 
     state = PartialState(cpu=True)
     ds = open_dataset(folder)
     embedder = FacenetEmbedder(seed=0)
-    if cl:
-        _channels_last(embedder)
     _warm_up(embedder, ds)
     state.wait_for_everyone()
     cfg = PrepConfig(chunk_size=chunk_size)
@@ -161,8 +147,8 @@ def multi(folder: Path, out: Path, processes: int, *sizes: Any) -> tuple[float, 
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1"]
     cmd += ["--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no"]
     cmd += [str(HERE), "--worker", str(folder), str(out)]
-    batch, chunk, cl = sizes
-    cmd += ["--batch-size", str(batch), "--chunk-size", str(chunk)] + (["--channels-last"] if cl else [])
+    batch, chunk = sizes
+    cmd += ["--batch-size", str(batch), "--chunk-size", str(chunk)]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent.parent)}
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -180,12 +166,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--chunk-size", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=2, help="rounds; each variant's best time is kept")
-    ap.add_argument("--channels-last", action="store_true", help="see _channels_last (prep runs only)")
     ap.add_argument("--worker", nargs=2, metavar=("FOLDER", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         folder, out = (Path(p) for p in args.worker)
-        worker(folder, out, args.batch_size, args.chunk_size, args.channels_last)
+        worker(folder, out, args.batch_size, args.chunk_size)
         return
 
     import torch
@@ -199,7 +184,7 @@ def main() -> None:
         for r in range(args.repeat):
             t_naive = naive(paths)
             one, out = Path(tmp) / f"one-{r}.h5", Path(tmp) / f"multi-{r}.h5"
-            sizes = (args.batch_size, args.chunk_size, args.channels_last)
+            sizes = (args.batch_size, args.chunk_size)
             t_one, s_one = prep_once(folder, one, *sizes)
             t_multi, wall, report = multi(folder, out, args.processes, *sizes)
             for k, v in (("naive", t_naive), ("one", t_one), ("multi", t_multi), ("wall", wall)):
@@ -209,9 +194,8 @@ def main() -> None:
 
     print(f"{n} images ({s_one['kept']} with a face), {os.cpu_count()} CPU cores, torch {torch.__version__}")
     print(f"{'naive facenet-pytorch loop, 1 process':<48} {n / t_naive:7.2f} images/s  ({t_naive:.2f} s)")
-    tag = " [channels_last]" if args.channels_last else ""
-    print(f"{'face0 prep, 1 process' + tag:<48} {n / t_one:7.2f} images/s  ({t_one:.2f} s)")
-    label = f"face0 prep, {args.processes} processes{tag}"
+    print(f"{'face0 prep, 1 process':<48} {n / t_one:7.2f} images/s  ({t_one:.2f} s)")
+    label = f"face0 prep, {args.processes} processes"
     print(f"{label:<48} {n / t_multi:7.2f} images/s  ({t_multi:.2f} s incl. merge; launch wall {wall:.1f} s)")
     print(
         f"speed-up over the naive loop: {t_naive / t_multi:.2f}x ({args.processes} processes), "
