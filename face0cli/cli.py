@@ -109,6 +109,13 @@ def _store_for_new(path: Path | None, name: str, force: bool):  # -> FaceStore
     return lib
 
 
+def _is_main_process() -> bool:
+    """False on the other ranks of `accelerate launch` / torchrun, which print nothing: rank 0 reports."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
@@ -995,6 +1002,8 @@ def prep(
             encode_latents=_latent_encoder(latents, resolution, device) if latents else None,
             show_progress=not as_json,
         )
+    if not _is_main_process():
+        return
     if as_json:
         _print_json(summary.to_dict())
     else:
@@ -1082,6 +1091,8 @@ def train(
         seed=seed,
     )
     result = run_train(cfg, triplets=triplets, out=out, base=base, resume=resume, show_progress=not as_json)
+    if not _is_main_process():
+        return
     if as_json:
         _print_json(result.to_dict())
     else:
