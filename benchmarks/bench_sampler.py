@@ -32,77 +32,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
-from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from face0cli.pipeline import Face0Pipeline, make_scheduler
 from face0cli.projector import FaceProjector
-from face0cli.tiny import SD_SCHEDULE, tiny_tokenizer
+from face0cli.tiny import SD_SCHEDULE, sized_modules
 
 PROMPT = "a photo of a person with blue hair"
 Args = argparse.Namespace
 Timing = tuple[float, float]  # (seconds a step between callbacks, seconds of the whole call / steps)
 
-# Stable Diffusion 1.x's UNet (its unet/config.json), used with --sd-config.
-SD1_UNET: dict[str, Any] = {
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "layers_per_block": 2,
-    "attention_head_dim": 8,
-    "cross_attention_dim": 768,
-    "norm_num_groups": 32,
-}
-
 
 def build(args: argparse.Namespace) -> tuple[Face0Pipeline, StableDiffusionPipeline]:
     """The two pipelines over one set of random modules (seed 0)."""
-    torch.manual_seed(0)
-    if args.sd_config:
-        unet_cfg = dict(SD1_UNET)
-        vae_channels: tuple[int, ...] = (8, 8, 8, 8)  # factor 8 as SD's VAE; never run (latent output)
-    else:
-        channels = tuple(int(c) for c in args.channels.split(","))
-        n = len(channels)
-        unet_cfg = {
-            "block_out_channels": channels,
-            "down_block_types": ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-            "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
-            "layers_per_block": 2,
-            "attention_head_dim": 8,
-            "cross_attention_dim": args.context_dim,
-            "norm_num_groups": 32,
-        }
-        vae_channels = (8, 8, 8)  # factor 4
-    width = unet_cfg["cross_attention_dim"]
-    tokenizer = tiny_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=2,
-            num_attention_heads=8,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    factor = 2 ** (len(vae_channels) - 1)
-    unet = UNet2DConditionModel(sample_size=args.size // factor, in_channels=4, out_channels=4, **unet_cfg)
-    vae = AutoencoderKL(
-        block_out_channels=vae_channels,
-        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
-        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-    )
+    channels = None if args.sd_config else tuple(int(c) for c in args.channels.split(","))
+    # the VAE is never run per step; SD's factor 8 with --sd-config, else 4
+    vae = (8, 8, 8, 8) if args.sd_config else (8, 8, 8)
+    modules = sized_modules(args.size, channels, args.context_dim, vae_channels=vae, vae_groups=8)
+    width = modules["unet"].config.cross_attention_dim
     projector = FaceProjector(embed_dim=args.embed_dim, hidden_dim=768, n_tokens=3, context_dim=width)
-    modules = {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet}
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     face0 = Face0Pipeline(**modules, scheduler=make_scheduler("ddim", SD_SCHEDULE), projector=projector)
     face0.to(args.device)

@@ -28,75 +28,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
-from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffusers.training_utils import EMAModel
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from face0cli.config import TrainConfig
 from face0cli.pipeline import Face0Pipeline, make_scheduler
 from face0cli.projector import FaceProjector
-from face0cli.tiny import SD_SCHEDULE, tiny_tokenizer
+from face0cli.tiny import SD_SCHEDULE, sized_modules
 from face0cli.train import Trainer
-
-SD1_UNET: dict[str, Any] = {
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "layers_per_block": 2,
-    "attention_head_dim": 8,
-    "cross_attention_dim": 768,
-    "norm_num_groups": 32,
-}
 
 
 def build_modules(args: argparse.Namespace) -> dict[str, Any]:
     """Random modules (seed 0): UNet, VAE (factor 4, or 8 with --sd-config), CLIP text encoder, tokenizer."""
-    torch.manual_seed(0)
-    if args.sd_config:
-        unet_cfg = dict(SD1_UNET)
-        vae_channels: tuple[int, ...] = (32, 32, 64, 64)
-    else:
-        channels = tuple(int(c) for c in args.channels.split(","))
-        n = len(channels)
-        unet_cfg = {
-            "block_out_channels": channels,
-            "down_block_types": ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-            "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
-            "layers_per_block": 2,
-            "attention_head_dim": 8,
-            "cross_attention_dim": args.context_dim,
-            "norm_num_groups": 32,
-        }
-        vae_channels = (32, 32, 64)
-    width = unet_cfg["cross_attention_dim"]
-    tokenizer = tiny_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=2,
-            num_attention_heads=8,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    factor = 2 ** (len(vae_channels) - 1)
-    unet = UNet2DConditionModel(sample_size=args.size // factor, in_channels=4, out_channels=4, **unet_cfg)
-    vae = AutoencoderKL(
-        block_out_channels=vae_channels,
-        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
-        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=32,
-    )
-    return {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet}
+    channels = None if args.sd_config else tuple(int(c) for c in args.channels.split(","))
+    vae = (32, 32, 64, 64) if args.sd_config else (32, 32, 64)
+    return sized_modules(args.size, channels, args.context_dim, vae_channels=vae)
 
 
 class Reference:

@@ -150,3 +150,76 @@ def tiny_pipeline(seed: int = 0, embed_dim: int = 32, sample_size: int = 32) -> 
     pipe = Face0Pipeline(**tiny_components(seed, embed_dim, sample_size))
     pipe.face0_config = Face0Config.for_components(pipe, embedder_id="tiny/random")
     return pipe
+
+
+# Stable Diffusion 1.x's UNet (its unet/config.json), for benchmarks with random weights.
+SD1_UNET: dict[str, Any] = {
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "layers_per_block": 2,
+    "attention_head_dim": 8,
+    "cross_attention_dim": 768,
+    "norm_num_groups": 32,
+}
+
+
+def sized_modules(
+    size: int,
+    channels: tuple[int, ...] | None = None,
+    context_dim: int = 768,
+    vae_channels: tuple[int, ...] = (32, 32, 64),
+    vae_groups: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Random SD-shaped modules larger than the tiny ones, so the UNet dominates as it does in SD (benchmarks).
+
+    Args:
+        size: image size in pixels; the UNet's sample size is size / the VAE's factor.
+        channels: the UNet's block widths (cross-attention in all but the last); None: SD 1.x's UNet config.
+        context_dim: text width with `channels` (SD 1.x: 768).
+        vae_channels, vae_groups: the VAE's block widths and group-norm groups (its factor is 2^(n-1)).
+
+    Returns:
+        {"vae", "text_encoder", "tokenizer", "unet"}, random from `seed`.
+    """
+    torch.manual_seed(seed)
+    if channels is None:
+        unet_cfg = dict(SD1_UNET)
+    else:
+        n = len(channels)
+        unet_cfg = {
+            "block_out_channels": channels,
+            "down_block_types": ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+            "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+            "layers_per_block": 2,
+            "attention_head_dim": 8,
+            "cross_attention_dim": context_dim,
+            "norm_num_groups": 32,
+        }
+    width = int(unet_cfg["cross_attention_dim"])
+    tokenizer = tiny_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=8,
+            max_position_embeddings=SEQ_LEN,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    factor = 2 ** (len(vae_channels) - 1)
+    unet = UNet2DConditionModel(sample_size=size // factor, in_channels=4, out_channels=4, **unet_cfg)
+    vae = AutoencoderKL(
+        block_out_channels=vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=vae_groups,
+    )
+    return {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet}
