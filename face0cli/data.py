@@ -39,7 +39,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeGuard
 
 from PIL import Image
 
@@ -235,6 +235,19 @@ def open_dataset(
     raise BadInput(f"{path} is not a dataset: give {kinds}.")
 
 
+def _usable_pair(caption: str | None, n_images: int, stats: ReadStats) -> TypeGuard[str]:
+    """Count a caption without its image, an image without its caption, or extra images of one key in STATS;
+    True when the key is a usable image-caption pair (its first image is used)."""
+    if n_images == 0:
+        stats.captions_without_image += 1
+        return False
+    stats.duplicate_images += n_images - 1
+    if caption is None:
+        stats.images_without_caption += 1
+        return False
+    return True
+
+
 def read_folder(root: Path, *, score_column: str | None = None, min_score: float | None = None) -> Dataset:
     """Read a folder of images with same-stem ``.txt`` / ``.json`` captions (recursive; skips dot files)."""
     root = Path(root)
@@ -261,12 +274,7 @@ def read_folder(root: Path, *, score_column: str | None = None, min_score: float
         files = groups[key]
         images = [files[e] for e in sorted(files, key=_image_rank) if e.split("#")[0] in IMAGE_EXTS]
         caption, score = _caption_from_files(files.get("txt"), files.get("json"), score_column)
-        if not images:
-            stats.captions_without_image += 1
-            continue
-        stats.duplicate_images += len(images) - 1
-        if caption is None:
-            stats.images_without_caption += 1
+        if not _usable_pair(caption, len(images), stats):
             continue
         sample = Sample(key, str(images[0].resolve()), caption, score)
         if _passes(sample, min_score, stats):
@@ -307,12 +315,7 @@ def read_shards(
                 images = [files[e] for e in IMAGE_EXTS if e in files]
                 txt, js = (_read_member(f, files[e]) if e in files else None for e in CAPTION_EXTS)
                 caption, score = _parse_caption(txt, js, score_column)
-                if not images:
-                    stats.captions_without_image += 1
-                    continue
-                stats.duplicate_images += len(images) - 1
-                if caption is None:
-                    stats.images_without_caption += 1
+                if not _usable_pair(caption, len(images), stats):
                     continue
                 img = images[0]
                 sample = Sample(key, f"{shard}::{img.name}", caption, score, (img.offset_data, img.size))
