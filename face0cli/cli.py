@@ -267,6 +267,7 @@ def character_show(
 def character_rm(
     names: Annotated[list[str], typer.Argument(help="Characters to remove.", show_default=False)],
     store: StoreOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove characters from the library."""
     lib = _store(store)
@@ -274,7 +275,10 @@ def character_rm(
         lib.get(n)  # every name must exist before anything is removed
     for n in names:
         lib.remove(n)
-    console.print(f"removed {', '.join(names)}")
+    if as_json:
+        _print_json({"removed": names})
+    else:
+        console.print(f"removed {', '.join(names)}")
 
 
 @character_app.command("rename")
@@ -283,10 +287,14 @@ def character_rename(
     new: Annotated[str, typer.Argument(help="New name.", show_default=False)],
     force: ForceOpt = False,
     store: StoreOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Rename a character."""
     _store(store).rename(old, new, force=force)
-    console.print(f"renamed {old} -> {new}")
+    if as_json:
+        _print_json({"renamed": old, "to": new})
+    else:
+        console.print(f"renamed {old} -> {new}")
 
 
 @character_app.command("export")
@@ -295,10 +303,14 @@ def character_export(
     out: Annotated[Path, typer.Option("--out", "-o", help="The library file to write.", show_default=False)],
     force: ForceOpt = False,
     store: StoreOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write characters into a separate library file (to share them or move them between libraries)."""
-    _store(store).export(names, out, force=force)
-    console.print(f"exported {len(names)} character(s) to {out}")
+    exported = _store(store).export(names, out, force=force)
+    if as_json:
+        _print_json({"exported": exported, "file": str(out)})
+    else:
+        console.print(f"exported {len(exported)} character(s) to {out}")
 
 
 @character_app.command("import")

@@ -204,11 +204,14 @@ def test_character_list_show_rename_rm_export_import(tmp_path: Path) -> None:
     shown = json.loads(run("character", "show", "alice", "--json").stdout)
     assert shown["embedder_id"] == "test/emb" and shown["dim"] == 8
 
-    assert run("character", "rename", "alice", "carol").exit_code == 0
+    r = run("character", "rename", "alice", "carol", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"renamed": "alice", "to": "carol"}
     assert_clean_error(run("character", "rename", "carol", "bob"), "--force")
     out = tmp_path / "share.h5"
-    assert run("character", "export", "carol", "bob", "--out", out).exit_code == 0
-    assert run("character", "rm", "carol", "bob").exit_code == 0
+    r = run("character", "export", "carol", "bob", "--out", out, "--json")
+    assert r.exit_code == 0 and sorted(json.loads(r.stdout)["exported"]) == ["bob", "carol"]
+    r = run("character", "rm", "carol", "bob", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"removed": ["carol", "bob"]}
     assert json.loads(run("character", "list", "--json").stdout) == []
     r = run("character", "import", out, "--json")
     assert r.exit_code == 0, r.output
