@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - older typer on plain click
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from face0cli import __version__
-from face0cli.config import Scheduler, TrainMode
+from face0cli.config import SAMPLE_DEFAULTS, Scheduler, TrainMode
 from face0cli.console import console, error
 from face0cli.errors import Face0Error
 
@@ -359,7 +359,7 @@ def mix(
     model: ModelOpt = None,
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt of the strip.")] = "a photo of a person",
     seed: Annotated[int, typer.Option("--seed", "-s", help="The strip's fixed seed.")] = 0,
-    steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the strip.")] = 50,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the strip.")] = SAMPLE_DEFAULTS.steps,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="The strip PNG (default: NAME-strip.png).")] = None,
     force: ForceOpt = False,
     note: NoteOpt = "",
@@ -589,24 +589,24 @@ def generate(
         typer.Option("--face", help="A character name, a photo, random[:SEED] (the model's GMM) or none."),
     ] = None,
     model: ModelOpt = None,
-    w: Annotated[float, typer.Option("--w", help="Guidance scale w (paper §2.2).")] = 7.5,
+    w: Annotated[float, typer.Option("--w", help="Guidance scale w (paper §2.2).")] = SAMPLE_DEFAULTS.w,
     c: Annotated[
         float,
         typer.Option("--c", help="Weight of text+face against the rest: 1 photo-real, 0.4-0.7 stylised."),
-    ] = 1.0,
+    ] = SAMPLE_DEFAULTS.c,
     a: Annotated[
         float,
         typer.Option("--a", help="Face-only against text-only in the rest: 0 or 1 (c=1.4, a=1: very stylised)."),
-    ] = 0.0,
+    ] = SAMPLE_DEFAULTS.a,
     variety: Annotated[
         float, typer.Option("--variety", help="Std of Gaussian noise added to the face embedding.")
-    ] = 0.0,
+    ] = SAMPLE_DEFAULTS.variety,
     seed: SeedOpt = 0,
     n: Annotated[int, typer.Option("--n", help="Images to make.")] = 1,
-    steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
-    scheduler: Annotated[
-        Scheduler, typer.Option("--scheduler", help="The sampler (the paper uses DDIM).")
-    ] = Scheduler.ddim,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = SAMPLE_DEFAULTS.steps,
+    scheduler: Annotated[Scheduler, typer.Option("--scheduler", help="The sampler (the paper uses DDIM).")] = Scheduler(
+        SAMPLE_DEFAULTS.scheduler
+    ),
     size: Annotated[str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt (the 'no text' branch).")] = "",
     out: Annotated[Path, typer.Option("--out", "-o", help="A .png file, or a folder for several images.")] = Path(
@@ -799,13 +799,13 @@ def debias(
     n: Annotated[int, typer.Option("--n", help="Images, each with a fresh face from the model's GMM.")] = 8,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
-    w: Annotated[float, typer.Option("--w", help="Guidance scale w.")] = 7.5,
-    c: Annotated[float, typer.Option("--c", help="Weight of text+face (paper §2.2).")] = 1.0,
-    a: Annotated[float, typer.Option("--a", help="Face-only against text-only.")] = 0.0,
-    steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
-    scheduler: Annotated[
-        Scheduler, typer.Option("--scheduler", help="The sampler (the paper uses DDIM).")
-    ] = Scheduler.ddim,
+    w: Annotated[float, typer.Option("--w", help="Guidance scale w.")] = SAMPLE_DEFAULTS.w,
+    c: Annotated[float, typer.Option("--c", help="Weight of text+face (paper §2.2).")] = SAMPLE_DEFAULTS.c,
+    a: Annotated[float, typer.Option("--a", help="Face-only against text-only.")] = SAMPLE_DEFAULTS.a,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = SAMPLE_DEFAULTS.steps,
+    scheduler: Annotated[Scheduler, typer.Option("--scheduler", help="The sampler (the paper uses DDIM).")] = Scheduler(
+        SAMPLE_DEFAULTS.scheduler
+    ),
     size: Annotated[str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
     out: Annotated[

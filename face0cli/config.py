@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -54,31 +54,37 @@ class CropConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Sampling (paper §2.2, §3.4): DDIM, w = 7.5, c = 1, a = 0 unless a style asks otherwise."""
+    """Sampling (paper §2.2, §3.4): DDIM, w = 7.5, c = 1, a = 0 unless a style asks otherwise.
+
+    The one place that holds the sampler's defaults and checks them; generate's requests, eval's settings and
+    the CLI's options take theirs from here. height / width None: the model's own size.
+    """
 
     w: float = 7.5
     c: float = 1.0
     a: float = 0.0
     variety: float = 0.0
     steps: int = 50
-    scheduler: str = "ddim"
-    height: int = 512
-    width: int = 512
-    negative_prompt: str = ""
-    eta: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    scheduler: str = Scheduler.ddim.value
+    height: int | None = None
+    width: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("w", "c", "a", "variety", "eta"):
+        for name in ("w", "c", "a", "variety"):
             check_finite(name, getattr(self, name))
         if self.variety < 0:
             raise ParameterError(f"variety must be >= 0, got {self.variety}.")
-        if int(self.steps) != self.steps or self.steps < 1:
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise ParameterError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}.")
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
             raise ParameterError(f"steps must be a whole number >= 1, got {self.steps}.")
         for name in ("height", "width"):
             v = getattr(self, name)
-            if v < 8 or v % 8:
-                raise ParameterError(f"{name} must be a positive multiple of 8, got {v}.")
+            if v is not None and (int(v) != v or v < 8 or v % 8):
+                raise ParameterError(f"the image {name} must be a positive multiple of 8, got {v}.")
+
+
+SAMPLE_DEFAULTS = SampleConfig()
 
 
 @dataclass(frozen=True)

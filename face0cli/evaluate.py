@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from face0cli import __version__
-from face0cli.config import SCHEDULER_NAMES, CropConfig
+from face0cli.config import SAMPLE_DEFAULTS, SCHEDULER_NAMES, CropConfig
 from face0cli.errors import BadInput, EmbedderMismatch, ModelError, NoFaceFound
 from face0cli.generate import Face, Request, make_grid, read_text_file, render, save_png
 from face0cli.images import file_sha256, load_image
@@ -128,12 +128,12 @@ class SettingSpec:
     """
 
     name: str
-    w: float = 7.5
-    c: float = 1.0
-    a: float = 0.0
-    variety: float = 0.0
-    steps: int = 50
-    scheduler: str = "ddim"
+    w: float = SAMPLE_DEFAULTS.w
+    c: float = SAMPLE_DEFAULTS.c
+    a: float = SAMPLE_DEFAULTS.a
+    variety: float = SAMPLE_DEFAULTS.variety
+    steps: int = SAMPLE_DEFAULTS.steps
+    scheduler: str = SAMPLE_DEFAULTS.scheduler
     negative: str = ""
     height: int | None = None
     width: int | None = None

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from face0cli import __version__
-from face0cli.config import SCHEDULER_NAMES
+from face0cli.config import SAMPLE_DEFAULTS, SampleConfig
 from face0cli.errors import BadInput, EmbedderMismatch, ModelError, ParameterError
 
 PNG_KEY = "face0"
@@ -60,36 +60,24 @@ class Request:
     face: Face
     seed: int = 0
     n: int = 1
-    w: float = 7.5
-    c: float = 1.0
-    a: float = 0.0
-    variety: float = 0.0
-    steps: int = 50
-    scheduler: str = "ddim"
+    w: float = SAMPLE_DEFAULTS.w
+    c: float = SAMPLE_DEFAULTS.c
+    a: float = SAMPLE_DEFAULTS.a
+    variety: float = SAMPLE_DEFAULTS.variety
+    steps: int = SAMPLE_DEFAULTS.steps
+    scheduler: str = SAMPLE_DEFAULTS.scheduler
     height: int | None = None
     width: int | None = None
     negative: str = ""
     model: str = ""
 
     def check(self) -> None:
-        for k in ("w", "c", "a", "variety"):
-            v = getattr(self, k)
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ParameterError(f"--{k} must be a finite number, got {v!r}.")
-        if self.variety < 0:
-            raise ParameterError(f"--variety must be >= 0, got {self.variety}.")
-        if self.scheduler not in SCHEDULER_NAMES:
-            raise ParameterError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}.")
-        if int(self.steps) != self.steps or self.steps < 1:
-            raise ParameterError(f"--steps must be a whole number >= 1, got {self.steps}.")
+        """ParameterError for an out-of-range or non-finite setting (SampleConfig's checks), n or seed."""
+        SampleConfig(self.w, self.c, self.a, self.variety, self.steps, self.scheduler, self.height, self.width)
         if int(self.n) != self.n or self.n < 1:
             raise ParameterError(f"--n must be a whole number >= 1, got {self.n}.")
         if int(self.seed) != self.seed or self.seed < 0:
             raise ParameterError(f"--seed must be a whole number >= 0, got {self.seed}.")
-        for k in ("height", "width"):
-            v = getattr(self, k)
-            if v is not None and (int(v) != v or v < 8 or v % 8):
-                raise ParameterError(f"the image {k} must be a positive multiple of 8, got {v}.")
 
     def params(self, index: int) -> dict[str, Any]:
         """The parameters of image `index` of this request, as written into its PNG."""
