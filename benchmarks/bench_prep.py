@@ -90,9 +90,9 @@ def naive(paths: list[Path]) -> float:
 def prep_once(folder: Path, out: Path, batch_size: int, chunk_size: int) -> tuple[float, dict]:
     """Seconds and summary of a single-process prep (after one warm-up detection)."""
     from face0cli.config import PrepConfig
-    from face0cli.data import open_dataset
-    from face0cli.faces import FacenetEmbedder
-    from face0cli.prep import prep
+    from face0cli.data.prep import prep
+    from face0cli.data.readers import open_dataset
+    from face0cli.faces.embedders import FacenetEmbedder
 
     ds = open_dataset(folder)
     embedder = FacenetEmbedder(seed=0)
@@ -115,9 +115,9 @@ def worker(folder: Path, out: Path, batch_size: int, chunk_size: int) -> None:
     from accelerate import PartialState
 
     from face0cli.config import PrepConfig
-    from face0cli.data import open_dataset
-    from face0cli.faces import FacenetEmbedder
-    from face0cli.prep import prep
+    from face0cli.data.prep import prep
+    from face0cli.data.readers import open_dataset
+    from face0cli.faces.embedders import FacenetEmbedder
 
     state = PartialState(cpu=True)
     ds = open_dataset(folder)

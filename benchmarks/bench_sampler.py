@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
-from face0cli.pipeline import Face0Pipeline, make_scheduler
-from face0cli.projector import FaceProjector
-from face0cli.tiny import SD_SCHEDULE, sized_modules
+from face0cli.model.pipeline import Face0Pipeline, make_scheduler
+from face0cli.model.projector import FaceProjector
+from face0cli.model.tiny import SD_SCHEDULE, sized_modules
 
 PROMPT = "a photo of a person with blue hair"
 Args = argparse.Namespace

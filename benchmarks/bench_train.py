@@ -8,7 +8,7 @@ Both train identical copies of one set of random modules, in the same run, throu
 1. reference: diffusers' examples/text_to_image/train_text_to_image.py step, written out here: VAE encode
    (x scaling_factor), noise, random timesteps, text encoder, UNet, MSE, gather of the loss for logging,
    backward, grad-norm clipping, AdamW, lr schedule, EMA of the UNet;
-2. face0: `face0cli.train.Trainer.step`, the step `face0 train` runs: the same, plus the projector (embedding ->
+2. face0: `face0cli.training.train.Trainer.step`, the step `face0 train` runs: the same, plus the projector (embedding ->
    3 tokens), the p = 0.1 face dropout, the insertion at positions 74..76, AdamW and EMA over the projector too,
    and the NaN check. Target: per-step time <= 1.10 x the reference.
 
@@ -33,10 +33,10 @@ from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffusers.training_utils import EMAModel
 
 from face0cli.config import TrainConfig
-from face0cli.pipeline import Face0Pipeline, make_scheduler
-from face0cli.projector import FaceProjector
-from face0cli.tiny import SD_SCHEDULE, sized_modules
-from face0cli.train import Trainer
+from face0cli.model.pipeline import Face0Pipeline, make_scheduler
+from face0cli.model.projector import FaceProjector
+from face0cli.model.tiny import SD_SCHEDULE, sized_modules
+from face0cli.training.train import Trainer
 
 
 def build_modules(args: argparse.Namespace) -> dict[str, Any]:

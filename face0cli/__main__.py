@@ -1,3 +1,3 @@
-from face0cli.cli import main
+from face0cli.cli.app import main
 
 main()

@@ -27,7 +27,7 @@ def check_finite(name: str, value: float) -> None:
 
 
 class Scheduler(str, Enum):
-    """Samplers by name (face0cli.pipeline.SCHEDULERS builds them); the paper samples with DDIM."""
+    """Samplers by name (face0cli.model.pipeline.SCHEDULERS builds them); the paper samples with DDIM."""
 
     ddim = "ddim"
     dpmpp = "dpm++"

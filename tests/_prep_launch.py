@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from face0cli.config import PrepConfig
-from face0cli.data import open_dataset
-from face0cli.faces import FacenetEmbedder
-from face0cli.prep import prep
+from face0cli.data.prep import prep
+from face0cli.data.readers import open_dataset
+from face0cli.faces.embedders import FacenetEmbedder
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from face0cli.config import TrainConfig
-from face0cli.train import train
+from face0cli.training.train import train
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from face0cli.cli import app
-from face0cli.store import Character, FaceStore
+from face0cli.cli.app import app
+from face0cli.library.store import Character, FaceStore
 from tests.conftest import rng_vector
 
 runner = CliRunner()
@@ -111,7 +111,7 @@ def test_embed_json_and_crop(photo_dir: Path, embedder_weights: Path, tmp_path: 
     for c in out["crops"]:
         assert Image.open(c).size == (160, 160)
     # the stored vector is the mean of the per-photo vectors (paper §3.3)
-    from face0cli.faces import FacenetEmbedder, embed_photo
+    from face0cli.faces.embedders import FacenetEmbedder, embed_photo
 
     emb = FacenetEmbedder(weights=embedder_weights)
     a = embed_photo(emb, photo_dir / "astronaut.jpg").vector
@@ -304,7 +304,7 @@ def test_light_commands_do_not_import_torch(argv: list[str], tmp_path: Path) -> 
     code = (
         "import atexit, sys\n"
         "atexit.register(lambda: sys.stderr.write('\\nTORCH=%s' % ('torch' in sys.modules)))\n"
-        "from face0cli.cli import main\n"
+        "from face0cli.cli.app import main\n"
         f"sys.argv = ['face0'] + {argv!r}\n"
         "main()\n"
     )

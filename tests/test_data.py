@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from face0cli.data import Dataset, open_dataset, open_ref, parse_shard, read_shards, shard_range
+from face0cli.data.readers import Dataset, open_dataset, open_ref, parse_shard, read_shards, shard_range
 from face0cli.errors import BadInput, ParameterError
 
 # The test dataset: (key, image kind, caption file). Sorted keys; what prep should make of each image.

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from face0cli.errors import BadInput, EmbedderMismatch, MissingWeights
-from face0cli.evaluate import (
+from face0cli.evaluation.evaluate import (
     EvalSpec,
     Stat,
     aggregate,
@@ -30,9 +30,7 @@ from face0cli.evaluate import (
     score_image,
     summarize,
 )
-from face0cli.faces import Detection, pad_resize
-from face0cli.generate import make_grid, read_png_params
-from face0cli.judges import (
+from face0cli.evaluation.judges import (
     JUDGES,
     ClipFaceJudge,
     FaceFinder,
@@ -43,6 +41,8 @@ from face0cli.judges import (
     load_clip,
     make_judge,
 )
+from face0cli.faces.embedders import Detection, pad_resize
+from face0cli.generation.generate import make_grid, read_png_params
 
 DIM = 16
 EMBEDDER_ID = "tiny/random"  # tiny_pipeline's embedder id
@@ -130,7 +130,7 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def tiny_pipe() -> Any:
-    from face0cli.tiny import tiny_pipeline
+    from face0cli.model.tiny import tiny_pipeline
 
     return tiny_pipeline(seed=0, embed_dim=DIM)
 
@@ -141,7 +141,7 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from face0cli.tiny import tiny_tokenizer
+    from face0cli.model.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     cfg = CLIPConfig(
@@ -249,7 +249,7 @@ def test_mean_std_and_best_of_n() -> None:
         rec("a", 1, "artistic", 0, 0.1, 0.1),
         rec("a", 1, "artistic", 1, 0.4, 0.4),  # best of (a, 1): seed 1: 0.8
     ]
-    from face0cli.evaluate import SettingSpec
+    from face0cli.evaluation.evaluate import SettingSpec
 
     fake = EvalSpec(identities=(), prompts=(), seeds=(0, 1), settings=(SettingSpec("s"),), judges=())
     agg = aggregate(records, fake, ["j"])["s"]["j"]
@@ -267,7 +267,7 @@ def test_mean_std_and_best_of_n() -> None:
 
 
 def test_no_face_scores_zero_and_a_real_face_is_embedded(clip_dir: Path, photo_dir: Path) -> None:
-    from face0cli.images import load_image
+    from face0cli.faces.images import load_image
 
     clip = load_clip(clip_dir)
     judge = ClipFaceJudge(clip, FaceFinder())
@@ -295,8 +295,8 @@ def test_no_face_scores_zero_and_a_real_face_is_embedded(clip_dir: Path, photo_d
 def test_facenet_judge_with_the_model_weights_is_the_conditioning_encoder(
     embedder_weights: Path, photo_dir: Path
 ) -> None:
-    from face0cli.faces import FacenetEmbedder
-    from face0cli.images import load_image
+    from face0cli.faces.embedders import FacenetEmbedder
+    from face0cli.faces.images import load_image
 
     ctx = JudgeContext(embedder_weights=embedder_weights, clip_id=None)
     judge = make_judge("facenet", {}, ctx)
@@ -609,7 +609,7 @@ judges: [tiny]
 def test_character_identity_uses_the_library_vector(
     tmp_path: Path, tiny_pipe: Any, photo_dir: Path, registry: Any
 ) -> None:
-    from face0cli.store import Character, FaceStore
+    from face0cli.library.store import Character, FaceStore
 
     store = FaceStore(tmp_path / "lib.h5")
     vec = np.random.default_rng(0).standard_normal(DIM).astype(np.float32)
@@ -666,9 +666,9 @@ def test_eval_command_and_compare(
 
     from typer.testing import CliRunner
 
-    from face0cli.cli import app
-    from face0cli.faces import FacenetEmbedder
-    from face0cli.tiny import tiny_pipeline
+    from face0cli.cli.app import app
+    from face0cli.faces.embedders import FacenetEmbedder
+    from face0cli.model.tiny import tiny_pipeline
 
     pipe = tiny_pipeline(seed=0, embed_dim=1792)
     pipe.face0_config = dataclasses.replace(pipe.face0_config, embedder_id=FacenetEmbedder(weights=embedder_weights).id)

@@ -12,7 +12,7 @@ import pytest
 
 from face0cli.config import GMMConfig
 from face0cli.errors import EmbedderMismatch, ModelError, NewerFormat, ParameterError
-from face0cli.face_space import (
+from face0cli.library.face_space import (
     FaceGMM,
     check_compatible,
     direction_edit,
@@ -20,7 +20,7 @@ from face0cli.face_space import (
     parse_weighted,
     weighted_mean,
 )
-from face0cli.store import Character
+from face0cli.library.store import Character
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -334,7 +334,7 @@ def test_load_and_sample_need_neither_sklearn_nor_torch(gmm: FaceGMM, tmp_path: 
     d = gmm.save(tmp_path / "g")
     code = (
         "import sys\n"
-        "from face0cli.face_space import FaceGMM\n"
+        "from face0cli.library.face_space import FaceGMM\n"
         f"g = FaceGMM.load({str(d)!r})\n"
         "g.sample(3, seed=1)\n"
         "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))\n"

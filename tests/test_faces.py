@@ -16,7 +16,7 @@ from PIL import Image
 
 from face0cli.config import CropConfig
 from face0cli.errors import BadInput, EmbedderMismatch, FaceTooSmall, MissingWeights, NoFaceFound
-from face0cli.faces import (
+from face0cli.faces.embedders import (
     OFFICIAL_WEIGHTS,
     Detection,
     Embedder,
@@ -28,7 +28,7 @@ from face0cli.faces import (
     pad_resize,
     resolve_weights,
 )
-from face0cli.images import file_sha256, load_image
+from face0cli.faces.images import file_sha256, load_image
 
 
 @pytest.fixture(scope="module")
@@ -393,6 +393,6 @@ def test_any_embedder_behind_the_protocol(photo_dir: Path) -> None:
 
 
 def test_faces_module_does_not_import_torch() -> None:
-    code = "import sys, face0cli.faces; assert not {'torch', 'facenet_pytorch'} & set(sys.modules)"
+    code = "import sys, face0cli.faces.embedders; assert not {'torch', 'facenet_pytorch'} & set(sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

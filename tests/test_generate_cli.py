@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from face0cli.cli import app
-from face0cli.store import FaceStore
+from face0cli.cli.app import app
+from face0cli.library.store import FaceStore
 from tests.test_cli import add_char, assert_clean_error, digest, store_path
 
 runner = CliRunner()
@@ -27,8 +27,8 @@ def run(*args: object):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny face0 model directory (32x32 images) with a GMM of 8-d faces from embedder 'test/emb'."""
-    from face0cli.face_space import FaceGMM
-    from face0cli.tiny import tiny_pipeline
+    from face0cli.library.face_space import FaceGMM
+    from face0cli.model.tiny import tiny_pipeline
 
     pipe = tiny_pipeline(seed=0, embed_dim=DIM)
     pipe.face0_config = dataclasses.replace(pipe.face0_config, embedder_id=EMBEDDER)
@@ -132,7 +132,7 @@ def test_jobs_file_reports_bad_lines_and_runs_the_rest(tmp_path: Path) -> None:
 
 
 def test_debias_and_keep_a_face(tmp_path: Path, model_dir: Path) -> None:
-    from face0cli.face_space import FaceGMM
+    from face0cli.library.face_space import FaceGMM
 
     out = tmp_path / "doctors"
     r = run("debias", "--prompt", "a stock photo of a doctor", "--n", 3, "--steps", 2, "--seed", 10, "--out", out)
@@ -148,7 +148,7 @@ def test_debias_and_keep_a_face(tmp_path: Path, model_dir: Path) -> None:
 
 
 def test_character_new_from_gmm_is_reproducible(model_dir: Path) -> None:
-    from face0cli.face_space import FaceGMM
+    from face0cli.library.face_space import FaceGMM
 
     assert run("character", "new", "hero", "--seed", 42).exit_code == 0
     hero = FaceStore(store_path()).get("hero")
@@ -219,8 +219,8 @@ def test_generate_from_a_photo_with_the_models_embedder(
     photo_dir: Path, embedder_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--face PHOTO embeds the photo with the embedder the model names; other weights are refused."""
-    from face0cli.faces import FacenetEmbedder
-    from face0cli.tiny import tiny_pipeline
+    from face0cli.faces.embedders import FacenetEmbedder
+    from face0cli.model.tiny import tiny_pipeline
 
     emb_id = FacenetEmbedder(weights=embedder_weights).id
     pipe = tiny_pipeline(seed=0, embed_dim=1792)
@@ -260,7 +260,7 @@ def test_fit_gmm_from_a_library(tmp_path: Path, model_dir: Path) -> None:
     """fit-gmm refits the model's GMM to a library's faces; random characters then come from it."""
     import shutil
 
-    from face0cli.face_space import FaceGMM
+    from face0cli.library.face_space import FaceGMM
 
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from face0cli.conditioning import build_conditions
 from face0cli.errors import ParameterError
-from face0cli.guidance import BRANCHES, coefficients, combine, plan, validate
+from face0cli.model.conditioning import build_conditions
+from face0cli.model.guidance import BRANCHES, coefficients, combine, plan, validate
 
 # Scalar predictions, so the formula can be worked by hand: u = 1, d = 2, f = 3, df = 5.
 EPS = {"u": torch.tensor(1.0), "d": torch.tensor(2.0), "f": torch.tensor(3.0), "df": torch.tensor(5.0)}

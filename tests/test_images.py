@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from face0cli.errors import BadInput, ImageError
-from face0cli.images import file_sha256, load_image
+from face0cli.faces.images import file_sha256, load_image
 
 
 def save(image: Image.Image, path: Path, **kwargs: object) -> Path:
@@ -239,6 +239,6 @@ def test_pil_decompression_bomb_becomes_image_error(tmp_path: Path) -> None:
 
 
 def test_images_module_does_not_import_torch() -> None:
-    code = "import sys, face0cli.images; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, face0cli.faces.images; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -13,9 +13,9 @@ import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from face0cli.errors import ModelError, NewerFormat, ParameterError
-from face0cli.face_space import FaceGMM
-from face0cli.pipeline import SCHEDULERS, Face0Config, Face0Pipeline, make_scheduler
-from face0cli.tiny import tiny_components, tiny_pipeline
+from face0cli.library.face_space import FaceGMM
+from face0cli.model.pipeline import SCHEDULERS, Face0Config, Face0Pipeline, make_scheduler
+from face0cli.model.tiny import tiny_components, tiny_pipeline
 from tests.conftest import rng_vector
 
 PROMPT = "a photo of a person with blue hair"
@@ -334,7 +334,7 @@ def test_save_writes_the_format(model_dir: Path) -> None:
     }
     index = json.loads((model_dir / "model_index.json").read_text())
     assert index["_class_name"] == "Face0Pipeline"
-    assert index["projector"] == ["face0cli.projector", "FaceProjector"]
+    assert index["projector"] == ["face0cli.model.projector", "FaceProjector"]
 
 
 def test_round_trip_gives_identical_images(model_dir: Path) -> None:

@@ -21,11 +21,9 @@ import h5py
 import numpy as np
 import pytest
 
-from face0cli import prep as prep_module
 from face0cli.config import PrepConfig
-from face0cli.data import open_dataset, open_ref
-from face0cli.errors import BadInput, EmbedderMismatch, NewerFormat, NoFaceFound
-from face0cli.prep import (
+from face0cli.data import prep as prep_module
+from face0cli.data.prep import (
     FORMAT,
     PrepSummary,
     TripletFile,
@@ -35,6 +33,8 @@ from face0cli.prep import (
     read_summary,
     read_triplets,
 )
+from face0cli.data.readers import open_dataset, open_ref
+from face0cli.errors import BadInput, EmbedderMismatch, NewerFormat, NoFaceFound
 from tests.test_data import CAPTIONS, KEPT, SAMPLE_KEYS, _ext, make_folder, make_shards, make_table
 
 CFG = PrepConfig(chunk_size=3)
@@ -59,7 +59,7 @@ COUNTS = {
 
 @pytest.fixture(scope="module")
 def embedder() -> Any:
-    from face0cli.faces import FacenetEmbedder
+    from face0cli.faces.embedders import FacenetEmbedder
 
     return FacenetEmbedder(seed=0)
 
@@ -222,10 +222,10 @@ def test_killed_process_resumes(reference: Path, folder: Path, embedder: Any, tm
     out = tmp_path / "t.h5"
     code = (
         "import os, signal, sys\n"
-        "from face0cli import prep as p\n"
+        "from face0cli.data import prep as p\n"
         "from face0cli.config import PrepConfig\n"
-        "from face0cli.data import open_dataset\n"
-        "from face0cli.faces import FacenetEmbedder\n"
+        "from face0cli.data.readers import open_dataset\n"
+        "from face0cli.faces.embedders import FacenetEmbedder\n"
         "p._after_chunk = lambda path, done: os.kill(os.getpid(), signal.SIGKILL) if done >= 6 else None\n"
         "p.prep(open_dataset(sys.argv[1]), sys.argv[2], FacenetEmbedder(seed=0), PrepConfig(chunk_size=3),"
         " show_progress=False)\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 from typer.testing import CliRunner
 
-from face0cli.cli import app
+from face0cli.cli.app import app
 from tests.test_cli import assert_clean_error
 
 runner = CliRunner()
@@ -60,9 +60,9 @@ def test_prep_with_latents_then_train_on_them(photo_dir: Path, embedder_weights:
     import numpy as np
     from diffusers import AutoencoderKL
 
-    from face0cli.faces import FacenetEmbedder
-    from face0cli.tiny import tiny_pipeline
-    from face0cli.train import image_to_tensor
+    from face0cli.faces.embedders import FacenetEmbedder
+    from face0cli.model.tiny import tiny_pipeline
+    from face0cli.training.train import image_to_tensor
 
     model = tmp_path / "m"
     pipe = tiny_pipeline(seed=0, embed_dim=1792)

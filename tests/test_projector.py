@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from face0cli.conditioning import FACE_TOKEN_POSITIONS, drop_faces, insert_face_tokens, last_positions
-from face0cli.projector import FaceProjector, projector_param_count
+from face0cli.model.conditioning import FACE_TOKEN_POSITIONS, drop_faces, insert_face_tokens, last_positions
+from face0cli.model.projector import FaceProjector, projector_param_count
 
 
 def n_params(module: nn.Module) -> int:

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
-from face0cli import __version__, store
+from face0cli import __version__
 from face0cli.errors import (
     BadInput,
     CharacterExists,
@@ -26,7 +26,8 @@ from face0cli.errors import (
     StoreError,
     UnknownCharacter,
 )
-from face0cli.store import Character, FaceStore, check_name, default_store_path
+from face0cli.library import store
+from face0cli.library.store import Character, FaceStore, check_name, default_store_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -344,7 +345,7 @@ def test_default_store_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 
 def test_store_module_imports_no_torch_or_sklearn() -> None:
-    code = "import sys, face0cli.store; print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
+    code = "import sys, face0cli.library.store; print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
@@ -495,7 +496,7 @@ WRITER = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from face0cli.store import Character, FaceStore
+from face0cli.library.store import Character, FaceStore
 path, tag, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 while not go.exists():
     time.sleep(0.005)
@@ -549,8 +550,8 @@ def test_sigkill_mid_write_keeps_previous_file(where: str, lib: FaceStore, tmp_p
         import sys, time
         from pathlib import Path
         import numpy as np
-        from face0cli import store
-        from face0cli.store import Character, FaceStore
+        from face0cli.library import store
+        from face0cli.library.store import Character, FaceStore
 
         def stall(*args):
             Path({str(marker)!r}).touch()

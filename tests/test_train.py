@@ -1,6 +1,6 @@
 """face0 train (paper §2.1, §2.3): the loop, the modes, checkpoints and resume, errors, and a 2-process run.
 
-Everything runs on face0cli.tiny's components at 32x32 with a synthetic triplet file of 4 coloured PNGs and
+Everything runs on face0cli.model.tiny's components at 32x32 with a synthetic triplet file of 4 coloured PNGs and
 random 32-d embeddings (the tiny projector's input), written with h5py as docs/triplets-format.md describes.
 """
 
@@ -23,12 +23,12 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 from safetensors.torch import load_file
 
-from face0cli import train as T
 from face0cli.config import TrainConfig
+from face0cli.data.prep import TripletFile
 from face0cli.errors import BadInput, EmbedderMismatch, ModelError, ParameterError
-from face0cli.pipeline import Face0Pipeline
-from face0cli.prep import TripletFile
-from face0cli.tiny import tiny_components, tiny_pipeline
+from face0cli.model.pipeline import Face0Pipeline
+from face0cli.model.tiny import tiny_components, tiny_pipeline
+from face0cli.training import train as T
 
 EMBEDDER = "tiny/random"
 DIM = 32
@@ -448,7 +448,7 @@ def test_train_command_then_generate_with_the_result(world: World, tmp_path: Pat
     """face0 train writes a model directory that face0 generate and character new can use at once."""
     from typer.testing import CliRunner
 
-    from face0cli.cli import app
+    from face0cli.cli.app import app
 
     runner = CliRunner()
     out = tmp_path / "out"

@@ -32,7 +32,7 @@ from PIL import Image
 
 from face0cli.config import CropConfig
 from face0cli.errors import BadInput, Face0Error, MissingWeights
-from face0cli.faces import (
+from face0cli.faces.embedders import (
     Detection,
     MtcnnDetector,
     facenet_id,

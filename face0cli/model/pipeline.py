@@ -6,7 +6,7 @@ mixes up to four UNet predictions ({no text, text} x {no face, face}, paper §2.
 non-zero weight are evaluated, as one batched UNet call a step. docs/model-format.md describes the directory.
 
 This module composes diffusers' DiffusionPipeline for loading, saving and device/dtype handling; the guidance
-arithmetic is face0cli.guidance and the conditions are built in face0cli.conditioning.
+arithmetic is face0cli.model.guidance and the conditions are built in face0cli.model.conditioning.
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from face0cli import guidance
-from face0cli.conditioning import build_conditions, encode_prompts, last_positions
+import face0cli.projector  # noqa: F401  (model directories of face0 0.1 name this module; diffusers needs it imported)
 from face0cli.errors import ModelError, NewerFormat, ParameterError
-from face0cli.face_space import FaceGMM
-from face0cli.projector import FaceProjector
+from face0cli.library.face_space import FaceGMM
+from face0cli.model import guidance
+from face0cli.model.conditioning import build_conditions, encode_prompts, last_positions
+from face0cli.model.projector import FaceProjector
 
 FACE0_JSON = "face0.json"
 GMM_DIR = "gmm"
@@ -195,7 +196,7 @@ class Face0PipelineOutput(BaseOutput):
         images: PIL images, a (B, H, W, 3) array, a (B, 3, H, W) tensor, or latents, per output_type.
         unet_calls_per_step: UNet evaluations (guidance branches) per denoising step, per image.
         unet_calls: UNet evaluations of the whole request, per image (steps x branches).
-        plan: the evaluated branches, in batch order (face0cli.guidance.plan).
+        plan: the evaluated branches, in batch order (face0cli.model.guidance.plan).
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor

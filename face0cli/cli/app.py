@@ -92,7 +92,7 @@ NoteOpt = Annotated[str, typer.Option("--note", help="A free-form note kept with
 
 
 def _store(path: Path | None):  # -> FaceStore
-    from face0cli.store import FaceStore, default_store_path
+    from face0cli.library.store import FaceStore, default_store_path
 
     return FaceStore(path if path is not None else default_store_path())
 
@@ -100,7 +100,7 @@ def _store(path: Path | None):  # -> FaceStore
 def _store_for_new(path: Path | None, name: str, force: bool):  # -> FaceStore
     """The library, once NAME is checked to be valid and free (or --force): fail before any heavy work."""
     from face0cli.errors import CharacterExists
-    from face0cli.store import check_name
+    from face0cli.library.store import check_name
 
     check_name(name)
     lib = _store(path)
@@ -153,11 +153,11 @@ def embed(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed the face in PHOTO(s) and save it as a character (several photos: their mean, paper §3.3)."""
-    from face0cli.store import Character
+    from face0cli.library.store import Character
 
     lib = _store_for_new(store, name, force)
 
-    from face0cli.faces import FacenetEmbedder, embed_photos, mean_embedding
+    from face0cli.faces.embedders import FacenetEmbedder, embed_photos, mean_embedding
 
     embedder = FacenetEmbedder(weights=embedder_weights)
     results = embed_photos(embedder, photos)
@@ -373,8 +373,8 @@ def mix(
     import numpy as np
 
     from face0cli.errors import BadInput, ParameterError
-    from face0cli.face_space import check_compatible, direction_edit, lerp, parse_weighted, weighted_mean
-    from face0cli.store import Character
+    from face0cli.library.face_space import check_compatible, direction_edit, lerp, parse_weighted, weighted_mean
+    from face0cli.library.store import Character
 
     if not name:
         raise BadInput("give the new character a name with --name.")
@@ -448,8 +448,8 @@ def _render_strip(
 ) -> None:
     """N images at one seed with the face moving linearly from `start` to `end` (paper Fig. 5/6)."""
     from face0cli.errors import EmbedderMismatch
-    from face0cli.face_space import lerp
-    from face0cli.generate import Face, Request, make_grid, save_png
+    from face0cli.generation.generate import Face, Request, make_grid, save_png
+    from face0cli.library.face_space import lerp
 
     ctx = _ModelContext(model, "cpu", "fp32", store, None)
     if start.shape[0] != ctx.dim:
@@ -493,7 +493,7 @@ class _ModelContext:
     def __init__(self, model: str | None, device: str, dtype: str, store: Path | None, weights: Path | None):
         from face0cli.console import quiet_model_loading
         from face0cli.errors import ModelError
-        from face0cli.pipeline import Face0Pipeline
+        from face0cli.model.pipeline import Face0Pipeline
 
         quiet_model_loading()
 
@@ -517,7 +517,7 @@ class _ModelContext:
         """The face embedder the model was trained with (its id must match the model's)."""
         if self._embedder is None:
             from face0cli.errors import EmbedderMismatch
-            from face0cli.faces import FacenetEmbedder
+            from face0cli.faces.embedders import FacenetEmbedder
 
             emb = FacenetEmbedder(weights=self.weights)
             if emb.id != self.embedder_id:
@@ -529,13 +529,13 @@ class _ModelContext:
         return self._embedder
 
     def embed_photo(self, path: Path) -> tuple[Any, dict[str, Any]]:
-        from face0cli.faces import embed_photo
+        from face0cli.faces.embedders import embed_photo
 
         r = embed_photo(self.embedder(), path)
         return r.vector, r.to_json()
 
     def face(self, spec: str | None) -> Any:
-        from face0cli.generate import resolve_face
+        from face0cli.generation.generate import resolve_face
 
         return resolve_face(
             spec,
@@ -558,7 +558,7 @@ def _check_free(paths: list[Path], force: bool) -> None:
 def _render_all(ctx: _ModelContext, reqs: list[Any], paths: list[list[Path]], quiet: bool) -> list[dict[str, Any]]:
     """Render requests with one progress bar, save every image with its parameters; return the results."""
     from face0cli.console import progress
-    from face0cli.generate import render, save_png
+    from face0cli.generation.generate import render, save_png
 
     results: list[dict[str, Any]] = []
     total = sum(r.n * r.steps for r in reqs)
@@ -631,7 +631,7 @@ def generate(
 ) -> None:
     """Generate images of a face from a prompt (paper §2.2). Same seed and prompt with another --face retargets."""
     from face0cli.errors import BadInput
-    from face0cli.generate import Face, Request, parse_size, read_png_params, request_from_params
+    from face0cli.generation.generate import Face, Request, parse_size, read_png_params, request_from_params
 
     height, width = parse_size(size)
     base_req: Request | None = None
@@ -668,7 +668,7 @@ def generate(
     if sweep:
         _generate_sweep(ctx, base_req, sweep, out, force, as_json)
         return
-    from face0cli.generate import output_paths
+    from face0cli.generation.generate import output_paths
 
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base_req.face.label)[:40] + f"-s{base_req.seed}"
     if from_png is not None and out == Path("face0-out"):
@@ -695,7 +695,7 @@ def _show_results(results: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def _generate_sweep(ctx: _ModelContext, base: Any, sweep: list[str], out: Path, force: bool, as_json: bool) -> None:
-    from face0cli.generate import make_grid, parse_sweep, save_png, sweep_requests
+    from face0cli.generation.generate import make_grid, parse_sweep, save_png, sweep_requests
 
     reqs, rows, cols, rl, cl = sweep_requests(base, parse_sweep(sweep))
     path = out if out.suffix.lower() == ".png" else out / "sweep.png"
@@ -729,7 +729,7 @@ def _run_jobs(
 ) -> int:
     """Run a JSONL batch: one job per line, one JSON result per line on stdout; 1 when any job failed."""
     from face0cli.errors import BadInput, Face0Error
-    from face0cli.generate import Request, output_paths, parse_size, read_text_file
+    from face0cli.generation.generate import Request, output_paths, parse_size, read_text_file
 
     lines = read_text_file(jobs).splitlines()
     ctx = _ModelContext(model, device, dtype, store, weights)
@@ -817,7 +817,7 @@ def debias(
     as_json: JsonOpt = False,
 ) -> None:
     """Counter the model's bias: every image gets a fresh random face from the GMM (paper §3.1)."""
-    from face0cli.generate import Face, Request, make_grid, parse_size, save_debias_faces
+    from face0cli.generation.generate import Face, Request, make_grid, parse_size, save_debias_faces
 
     height, width = parse_size(size)
     base = Request(
@@ -855,7 +855,7 @@ def debias(
     images += [images[0].copy().point(lambda _: 255)] * (rows * cols - n)
     labels = [f"#{i} face seed {seed + i}" for i in range(n)] + [""] * (rows * cols - n)
     grid = make_grid(images, rows, cols, tile_labels=labels, title=f"{prompt} | a fresh face per image")
-    from face0cli.generate import save_png
+    from face0cli.generation.generate import save_png
 
     save_png(grid, {"prompt": prompt, "seeds": [seed + i for i in range(n)], "model": ctx.model}, grid_path)
     gmm = ctx.pipe.gmm
@@ -896,13 +896,13 @@ def character_new(
 ) -> None:
     """Invent a consistent character: a random face from the model's GMM (paper §3.1, §3.2)."""
     from face0cli.errors import BadInput
-    from face0cli.store import Character
+    from face0cli.library.store import Character
 
     lib = _store_for_new(store, name, force)
     if sum(x is not None for x in (seed, from_image, from_debias)) > 1:
         raise BadInput("give at most one of --seed, --from-image and --from-debias.")
     if from_debias is not None:
-        from face0cli.generate import load_debias_face
+        from face0cli.generation.generate import load_debias_face
 
         vector, embedder_id, prov = load_debias_face(
             from_debias / "faces.safetensors" if from_debias.is_dir() else from_debias, index
@@ -979,9 +979,9 @@ def prep(
     Under `accelerate launch` (or torchrun) each process takes its own shard and the main process merges them.
     """
     from face0cli.config import PrepConfig
-    from face0cli.data import open_dataset, parse_shard
-    from face0cli.prep import merge_parts
-    from face0cli.prep import prep as run_prep
+    from face0cli.data.prep import merge_parts
+    from face0cli.data.prep import prep as run_prep
+    from face0cli.data.readers import open_dataset, parse_shard
 
     if merge is not None:
         summary = merge_parts(out, merge)
@@ -994,7 +994,7 @@ def prep(
             min_score=min_score,
         )
         from face0cli.config import CropConfig
-        from face0cli.faces import FacenetEmbedder
+        from face0cli.faces.embedders import FacenetEmbedder
 
         if device == "auto":  # under accelerate launch each process takes its own GPU
             import os
@@ -1025,7 +1025,7 @@ def prep(
 def _latent_encoder(model: str, resolution: int, device: str) -> Any:
     from face0cli.console import quiet_model_loading
     from face0cli.errors import ParameterError
-    from face0cli.train import VaeLatentEncoder
+    from face0cli.training.train import VaeLatentEncoder
 
     quiet_model_loading()
 
@@ -1079,7 +1079,7 @@ def train(
     """Train the UNet and the face projector jointly on triplets (paper §2.1, §2.3). Scales with accelerate launch."""
     from face0cli.config import TrainConfig
     from face0cli.console import quiet_model_loading
-    from face0cli.train import train as run_train
+    from face0cli.training.train import train as run_train
 
     quiet_model_loading()
 
@@ -1134,8 +1134,8 @@ def fit_gmm(
     """
     from face0cli.config import GMMConfig
     from face0cli.errors import BadInput, EmbedderMismatch, ModelError
-    from face0cli.face_space import FaceGMM
-    from face0cli.pipeline import FACE0_JSON, GMM_DIR, Face0Config
+    from face0cli.library.face_space import FaceGMM
+    from face0cli.model.pipeline import FACE0_JSON, GMM_DIR, Face0Config
 
     if not (model / FACE0_JSON).is_file():
         raise ModelError(f"{model} is not a local face0 model directory (no {FACE0_JSON}).")
@@ -1171,9 +1171,9 @@ def _embeddings_of(source: Path, embedder_id: str) -> tuple[Any, str]:
     """(N, D) embeddings and their embedder id from a triplet file, or a library's characters of EMBEDDER_ID."""
     import numpy as np
 
+    from face0cli.data.prep import read_triplets
     from face0cli.errors import BadInput, StoreError
-    from face0cli.prep import read_triplets
-    from face0cli.store import FaceStore
+    from face0cli.library.store import FaceStore
 
     if not source.is_file():
         raise BadInput(f"{source} does not exist or is not a file.")
@@ -1217,7 +1217,7 @@ def eval_(
     if args[0] == "compare":
         if len(args) != 3:
             raise BadInput("usage: face0 eval compare A.json B.json")
-        from face0cli.evaluate import compare
+        from face0cli.evaluation.evaluate import compare
 
         table, data = compare(args[1], args[2])
         if as_json:
@@ -1231,7 +1231,7 @@ def eval_(
         raise BadInput("give one benchmark spec (or: face0 eval compare A.json B.json).")
     if out is None:
         raise BadInput("give the output folder with --out.")
-    from face0cli.evaluate import run_eval
+    from face0cli.evaluation.evaluate import run_eval
 
     quiet_model_loading()
     res = run_eval(

@@ -188,7 +188,7 @@ def save_png(image: Image.Image, params: dict[str, Any], path: Path) -> Path:
 
 def read_png_params(path: Path) -> dict[str, Any]:
     """The parameters face0 wrote into a PNG, or BadInput if it has none."""
-    from face0cli.images import load_image
+    from face0cli.faces.images import load_image
 
     load_image(path)  # the same checks as any image (missing, corrupt, too large)
     with Image.open(path) as im:

@@ -46,15 +46,15 @@ from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
 
-from face0cli.conditioning import drop_faces, insert_face_tokens
 from face0cli.config import GMMConfig, TrainConfig, to_dict, to_json
 from face0cli.console import warn
-from face0cli.data import open_ref
+from face0cli.data.prep import TripletFile
+from face0cli.data.readers import open_ref
 from face0cli.errors import BadInput, EmbedderMismatch, Face0Error, ModelError, ParameterError
-from face0cli.face_space import FaceGMM
-from face0cli.pipeline import FACE0_JSON, Face0Pipeline, StrPath
-from face0cli.prep import TripletFile
-from face0cli.projector import FaceProjector
+from face0cli.library.face_space import FaceGMM
+from face0cli.model.conditioning import drop_faces, insert_face_tokens
+from face0cli.model.pipeline import FACE0_JSON, Face0Pipeline, StrPath
+from face0cli.model.projector import FaceProjector
 
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
@@ -810,7 +810,7 @@ def _validate(
     acc = trainer.accelerator
     path = None
     if acc.is_main_process and acc.distributed_type != DistributedType.FSDP:
-        from face0cli.generate import make_grid
+        from face0cli.generation.generate import make_grid
 
         den, pipe = trainer.denoiser, trainer.pipe
         val = Face0Pipeline(

@@ -37,14 +37,14 @@ import numpy as np
 
 from face0cli import __version__
 from face0cli.config import PrepConfig
-from face0cli.data import Dataset, Sample
+from face0cli.data.readers import Dataset, Sample
 from face0cli.errors import BadInput, EmbedderMismatch, Face0Error, NewerFormat, NoFaceFound
 
 if TYPE_CHECKING:
     from PIL import Image
     from rich.table import Table
 
-    from face0cli.faces import Embedder
+    from face0cli.faces.embedders import Embedder
 
 FORMAT = "face0-triplets"
 FORMAT_VERSION = 1

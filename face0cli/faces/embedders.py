@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from face0cli.config import CropConfig
 from face0cli.errors import BadInput, EmbedderMismatch, FaceTooSmall, MissingWeights, NoFaceFound
-from face0cli.images import file_sha256, load_image
+from face0cli.faces.images import file_sha256, load_image
 
 if TYPE_CHECKING:
     import torch

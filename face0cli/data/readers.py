@@ -374,7 +374,7 @@ def open_ref(ref: str) -> Image.Image:
     """
     m = _TAR_REF.fullmatch(ref)
     if m is None:
-        from face0cli.images import load_image
+        from face0cli.faces.images import load_image
 
         return load_image(Path(ref))
     shard, member = m.group("shard"), m.group("member")
@@ -405,7 +405,7 @@ def _read_span(shard: str, offset: int, size: int) -> bytes:
 
 def _image_from_bytes(data: bytes, name: str) -> Image.Image:
     """Decode image bytes (a tar member) with the same checks as images.load_image gives files."""
-    from face0cli.images import load_image
+    from face0cli.faces.images import load_image
 
     return load_image(io.BytesIO(data), name=name)
 

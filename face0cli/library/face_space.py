@@ -26,7 +26,7 @@ from face0cli.config import GMMConfig, to_dict
 from face0cli.errors import EmbedderMismatch, ModelError, NewerFormat, ParameterError
 
 if TYPE_CHECKING:
-    from face0cli.store import Character
+    from face0cli.library.store import Character
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 

@@ -3,7 +3,7 @@
 The frozen CLIP text encoder gives a (B, 77, C) context. The projected face tokens overwrite its last three
 positions (0-based 74, 75, 76). "No face" is the same context with those positions zeroed, which is what the
 model sees for the 10% of training examples whose face is dropped; "no text" is the context of the negative
-prompt (the empty prompt by default). The four conditions of the guidance (face0cli.guidance) are built here,
+prompt (the empty prompt by default). The four conditions of the guidance (face0cli.model.guidance) are built here,
 in one place, batched in the canonical branch order.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from face0cli.guidance import BRANCHES
+from face0cli.model.guidance import BRANCHES
 
 FACE_TOKEN_POSITIONS: tuple[int, ...] = (74, 75, 76)
 """Where the paper's three face tokens go in the 77-token CLIP context (positions 75-77, 1-based)."""
@@ -96,7 +96,7 @@ def build_conditions(
         text_context: (B, L, C) contexts of the prompts.
         null_text_context: (B, L, C) contexts of the negative (by default empty) prompt.
         face_tokens: (B, T, C) projected face tokens, or None for the null face.
-        branches: a subsequence of BRANCHES in canonical order (face0cli.guidance.plan).
+        branches: a subsequence of BRANCHES in canonical order (face0cli.model.guidance.plan).
         positions: the T face-token positions.
 
     Returns:

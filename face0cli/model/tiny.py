@@ -16,7 +16,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from face0cli.projector import FaceProjector
+from face0cli.model.projector import FaceProjector
 
 CONTEXT_DIM = 32
 SEQ_LEN = 77
@@ -145,7 +145,7 @@ def tiny_components(seed: int = 0, embed_dim: int = 32, sample_size: int = 32) -
 
 def tiny_pipeline(seed: int = 0, embed_dim: int = 32, sample_size: int = 32) -> Any:
     """A Face0Pipeline over tiny_components(seed, embed_dim, sample_size), embedder id "tiny/random"."""
-    from face0cli.pipeline import Face0Config, Face0Pipeline
+    from face0cli.model.pipeline import Face0Config, Face0Pipeline
 
     pipe = Face0Pipeline(**tiny_components(seed, embed_dim, sample_size))
     pipe.face0_config = Face0Config.for_components(pipe, embedder_id="tiny/random")

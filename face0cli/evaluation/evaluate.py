@@ -37,9 +37,7 @@ from PIL import Image
 from face0cli import __version__
 from face0cli.config import SAMPLE_DEFAULTS, SCHEDULER_NAMES, CropConfig
 from face0cli.errors import BadInput, EmbedderMismatch, ModelError, NoFaceFound
-from face0cli.generate import Face, Request, make_grid, read_text_file, render, save_png
-from face0cli.images import file_sha256, load_image
-from face0cli.judges import (
+from face0cli.evaluation.judges import (
     DEFAULT_CLIP,
     Clip,
     Detector,
@@ -51,11 +49,13 @@ from face0cli.judges import (
     is_conditioning_encoder,
     make_judge,
 )
+from face0cli.faces.images import file_sha256, load_image
+from face0cli.generation.generate import Face, Request, make_grid, read_text_file, render, save_png
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from face0cli.faces import Embedder
+    from face0cli.faces.embedders import Embedder
 
 FORMAT = "face0-eval"
 FORMAT_VERSION = 1
@@ -969,7 +969,7 @@ def _progress(show: bool) -> Any:
 
 def _default_pipe_loader(device: str, dtype: str) -> Callable[[str], Any]:
     def load(model: str) -> Any:
-        from face0cli.pipeline import Face0Pipeline
+        from face0cli.model.pipeline import Face0Pipeline
 
         return Face0Pipeline.load(model, device=device, dtype=dtype)
 
@@ -978,7 +978,7 @@ def _default_pipe_loader(device: str, dtype: str) -> Callable[[str], Any]:
 
 def _default_embedder_loader(weights: str | os.PathLike[str] | None, device: str) -> Callable[[str], Embedder]:
     def load(embedder_id: str) -> Embedder:
-        from face0cli.faces import FacenetEmbedder
+        from face0cli.faces.embedders import FacenetEmbedder
 
         emb = FacenetEmbedder(weights=weights, device=device)
         if emb.id != embedder_id:
@@ -999,7 +999,7 @@ class _EmbedderCache:
         self.vectors: dict[tuple[str, Path], tuple[np.ndarray, dict[str, Any]]] = {}
 
     def embed(self, embedder_id: str, photo: Path) -> tuple[np.ndarray, dict[str, Any]]:
-        from face0cli.faces import embed_photo
+        from face0cli.faces.embedders import embed_photo
 
         if (embedder_id, photo) not in self.vectors:
             if embedder_id not in self.embedders:
@@ -1037,7 +1037,7 @@ def _resolve_identities(spec: EvalSpec, store: Any) -> list[_Identity]:
 
 
 def _open_store(store: Any) -> Any:
-    from face0cli.store import FaceStore, default_store_path
+    from face0cli.library.store import FaceStore, default_store_path
 
     if store is None:
         return FaceStore(default_store_path())
@@ -1425,7 +1425,7 @@ def render_table_md(results: Mapping[str, Any]) -> str:
 
 
 def _tile(image: Image.Image) -> Image.Image:
-    from face0cli.faces import pad_resize
+    from face0cli.faces.embedders import pad_resize
 
     return pad_resize(image.convert("RGB"), TILE)
 

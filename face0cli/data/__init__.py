@@ -1,0 +1,1 @@
+"""Training data: dataset readers (folders, webdataset shards, tables), prep, the triplet file."""

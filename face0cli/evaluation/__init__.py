@@ -1,0 +1,1 @@
+"""Evaluation (paper §4): spec, metrics, runner, report, judges."""

@@ -1,0 +1,1 @@
+"""Generation: requests, PNG parameters, grids, batch jobs, debias runs."""
