@@ -8,8 +8,8 @@ Both train identical copies of one set of random modules, in the same run, throu
 1. reference: diffusers' examples/text_to_image/train_text_to_image.py step, written out here: VAE encode
    (x scaling_factor), noise, random timesteps, text encoder, UNet, MSE, gather of the loss for logging,
    backward, grad-norm clipping, AdamW, lr schedule, EMA of the UNet;
-2. face0: `face0cli.training.train.Trainer.step`, the step `face0 train` runs: the same, plus the projector (embedding ->
-   3 tokens), the p = 0.1 face dropout, the insertion at positions 74..76, AdamW and EMA over the projector too,
+2. face0: `face0cli.training.train.Trainer.step`, the step `face0 train` runs: the same, plus the projector (embedding
+   -> 3 tokens), the p = 0.1 face dropout, the insertion at positions 74..76, AdamW and EMA over the projector too,
    and the NaN check. Target: per-step time <= 1.10 x the reference.
 
 Batches are made once up front (the DataLoader is outside the timing). After a warm-up of each, rounds alternate
