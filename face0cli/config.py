@@ -140,6 +140,12 @@ class TrainConfig:
 
     The paper's batch of 256 is batch_size x gradient_accumulation_steps x processes. Steps are optimizer steps;
     checkpoint_every / validate_every = 0 turn checkpoints / validation grids off.
+
+    Beyond the paper, for training a base model from scratch (the synthetic world's first stage) and for the
+    face path's scale: text_drop replaces the caption by the empty prompt with that probability (the "no text"
+    branch of the guidance); train_text_encoder trains the text encoder jointly with the UNet; snr_gamma > 0
+    weights the loss by min-SNR (Hang et al., 2023); projector_normalize builds a FaceProjector with unit-variance
+    input and normalised tokens; projector_lr > 0 gives the projector its own learning rate.
     """
 
     train: str = "unet"
@@ -175,6 +181,11 @@ class TrainConfig:
     lora_alpha: int = 16
     projector_hidden_dim: int = 768
     projector_layers: int = 4
+    projector_normalize: bool = False
+    projector_lr: float = 0.0
+    text_drop: float = 0.0
+    train_text_encoder: bool = False
+    snr_gamma: float = 0.0
     gmm_max_samples: int = 50_000
 
     def __post_init__(self) -> None:
@@ -210,12 +221,20 @@ class TrainConfig:
                 raise ParameterError(f"{name} must be a whole number >= {low}, got {v!r}.")
         for name in ("lr", "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm"):
             check_finite(name, getattr(self, name))
-        for name in ("face_drop", "ema_decay", "validation_w"):
+        for name in ("face_drop", "ema_decay", "validation_w", "projector_lr", "text_drop", "snr_gamma"):
             check_finite(name, getattr(self, name))
         if self.lr <= 0:
             raise ParameterError(f"lr must be > 0, got {self.lr}.")
         if not 0.0 <= self.face_drop <= 1.0:
             raise ParameterError(f"face_drop must be in [0, 1], got {self.face_drop}.")
+        if not 0.0 <= self.text_drop <= 1.0:
+            raise ParameterError(f"text_drop must be in [0, 1], got {self.text_drop}.")
+        if self.projector_lr < 0:
+            raise ParameterError(f"projector_lr must be >= 0 (0: the same as lr), got {self.projector_lr}.")
+        if self.snr_gamma < 0:
+            raise ParameterError(f"snr_gamma must be >= 0 (0: plain MSE), got {self.snr_gamma}.")
+        if self.train_text_encoder and self.train != "unet":
+            raise ParameterError("train_text_encoder needs train = unet (the base-model stage).")
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ParameterError(f"ema_decay must be in [0, 1], got {self.ema_decay}.")
         if self.max_grad_norm < 0:

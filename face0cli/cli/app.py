@@ -477,7 +477,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="A face0 model directory or hub id. Default: $FACE0_MODEL.",
+        help="A face0 model directory or hub id. Default: $FACE0_MODEL, else the embedded default model.",
         envvar="FACE0_MODEL",
         show_default=False,
     ),
@@ -498,7 +498,9 @@ class _ModelContext:
         quiet_model_loading()
 
         if not model:
-            raise ModelError("no model given: pass --model DIR (a face0 model directory or hub id) or set FACE0_MODEL.")
+            from face0cli.synthetic.default import default_model
+
+            model = str(default_model())
         self.model = str(Path(model).resolve()) if Path(model).exists() else model
         self.pipe = Face0Pipeline.load(self.model, device=device, dtype=dtype)
         self.store = _store(store)
@@ -516,16 +518,10 @@ class _ModelContext:
     def embedder(self) -> Any:
         """The face embedder the model was trained with (its id must match the model's)."""
         if self._embedder is None:
-            from face0cli.errors import EmbedderMismatch
-            from face0cli.faces.embedders import FacenetEmbedder
+            from face0cli.faces.registry import embedder_for_model
 
-            emb = FacenetEmbedder(weights=self.weights)
-            if emb.id != self.embedder_id:
-                raise EmbedderMismatch(
-                    f"the model was trained with the embedder {self.embedder_id}, but the embedder weights "
-                    f"given are {emb.id}."
-                )
-            self._embedder = emb
+            local = Path(self.model) if Path(self.model).is_dir() else None
+            self._embedder = embedder_for_model(self.embedder_id, local, weights=self.weights)
         return self._embedder
 
     def embed_photo(self, path: Path) -> tuple[Any, dict[str, Any]]:
@@ -971,6 +967,13 @@ def prep(
     device: Annotated[
         str, typer.Option("--device", help="auto (each process its own GPU, else CPU), cpu, cuda:N.")
     ] = "auto",
+    embedder_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--embedder",
+            help="facenet (InceptionResnetV1, VGGFace2), a synthetic embedder folder, or a face0 model with one.",
+        ),
+    ] = None,
     embedder_weights: EmbedderWeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -994,7 +997,7 @@ def prep(
             min_score=min_score,
         )
         from face0cli.config import CropConfig
-        from face0cli.faces.embedders import FacenetEmbedder
+        from face0cli.faces.registry import open_embedder
 
         if device == "auto":  # under accelerate launch each process takes its own GPU
             import os
@@ -1002,7 +1005,9 @@ def prep(
             import torch
 
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-        embedder = FacenetEmbedder(weights=embedder_weights, device=device, cfg=CropConfig(min_face=min_face))
+        embedder = open_embedder(
+            embedder_spec, weights=embedder_weights, device=device, cfg=CropConfig(min_face=min_face)
+        )
         summary = run_prep(
             ds,
             out,
@@ -1072,6 +1077,24 @@ def train(
     ] = 500,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader workers per process.")] = 4,
     lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank (--train lora).")] = 16,
+    lr_scheduler: Annotated[
+        str, typer.Option("--lr-scheduler", help="constant_with_warmup, constant, linear, cosine, ...")
+    ] = "constant_with_warmup",
+    text_drop: Annotated[
+        float, typer.Option("--text-drop", help="Probability of the empty caption (training from scratch).")
+    ] = 0.0,
+    train_text_encoder: Annotated[
+        bool, typer.Option("--train-text-encoder", help="Train the text encoder too (a base model's stage).")
+    ] = False,
+    snr_gamma: Annotated[float, typer.Option("--snr-gamma", help="Min-SNR loss weighting (0: plain MSE).")] = 0.0,
+    projector_normalize: Annotated[
+        bool,
+        typer.Option("--projector-normalize", help="Unit-variance input and LayerNorm'd tokens in a new projector."),
+    ] = False,
+    projector_lr: Annotated[
+        float, typer.Option("--projector-lr", help="The projector's own learning rate (0: --lr).")
+    ] = 0.0,
+    log_every: Annotated[int, typer.Option("--log-every", help="Steps between log rows.")] = 10,
     seed: SeedOpt = 0,
     resume: Annotated[str | None, typer.Option("--resume", help="latest, or a checkpoint folder.")] = None,
     as_json: JsonOpt = False,
@@ -1100,6 +1123,13 @@ def train(
         validate_every=validate_every,
         num_workers=workers,
         lora_rank=lora_rank,
+        lr_scheduler=lr_scheduler,
+        text_drop=text_drop,
+        train_text_encoder=train_text_encoder,
+        snr_gamma=snr_gamma,
+        projector_normalize=projector_normalize,
+        projector_lr=projector_lr,
+        log_every=log_every,
         seed=seed,
     )
     result = run_train(cfg, triplets=triplets, out=out, base=base, resume=resume, show_progress=not as_json)

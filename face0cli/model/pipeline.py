@@ -305,6 +305,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         hidden_dim: int = 768,
         n_tokens: int = 3,
         n_layers: int = 4,
+        normalize: bool = False,
         **load_kwargs: Any,
     ) -> Face0Pipeline:
         """Build an untrained face0 model from an SD 1.x base, to train from (paper §2.3: from SD 1.4).
@@ -318,6 +319,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             embed_dim: D of that embedder.
             seed: seeds the projector's initialisation (the global RNG is left as it was).
             hidden_dim, n_tokens, n_layers: projector sizes (paper: 768, 3, 4).
+            normalize: the projector's unit-variance input and token LayerNorm (FaceProjector; paper: off).
             load_kwargs: passed to StableDiffusionPipeline.from_pretrained (torch_dtype, ...).
 
         Raises:
@@ -352,7 +354,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             raise ModelError(f"the base {where} is not SD 1.x-shaped: its tokenizer does not give 77 tokens.")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            projector = FaceProjector(embed_dim, hidden_dim, n_tokens, width, n_layers)
+            projector = FaceProjector(embed_dim, hidden_dim, n_tokens, width, n_layers, normalize)
         projector.to(device=unet.device, dtype=unet.dtype)
         pipe = cls(
             vae=comps["vae"],

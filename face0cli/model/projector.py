@@ -41,6 +41,10 @@ class FaceProjector(ModelMixin, ConfigMixin):  # type: ignore[misc]
         n_tokens: T, number of context tokens produced.
         context_dim: C, width of one context token (the text encoder's hidden size).
         n_layers: number of Linear layers (>= 1).
+        normalize: False (the paper): the MLP takes the embedding as it is. True: the embedding is L2-normalised
+            and scaled by sqrt(D) (unit variance per component) and each output token goes through a LayerNorm,
+            so the face tokens have the text tokens' scale (as IP-Adapter's projection does); cross-attention
+            then sees them from the first step. The default model uses it.
     """
 
     @register_to_config
@@ -51,6 +55,7 @@ class FaceProjector(ModelMixin, ConfigMixin):  # type: ignore[misc]
         n_tokens: int = 3,
         context_dim: int = 768,
         n_layers: int = 4,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         if min(embed_dim, hidden_dim, n_tokens, context_dim, n_layers) < 1:
@@ -62,6 +67,7 @@ class FaceProjector(ModelMixin, ConfigMixin):  # type: ignore[misc]
             if i < n_layers - 1:
                 layers.append(nn.ReLU())
         self.mlp = nn.Sequential(*layers)
+        self.token_norm = nn.LayerNorm(context_dim) if normalize else None
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         """Map face embeddings to context tokens (paper §2.1).
@@ -75,5 +81,8 @@ class FaceProjector(ModelMixin, ConfigMixin):  # type: ignore[misc]
         cfg = self.config
         if embedding.ndim != 2 or embedding.shape[1] != cfg["embed_dim"]:
             raise ValueError(f"expected (B, {cfg['embed_dim']}) embeddings, got {list(embedding.shape)}")
-        tokens = self.mlp(embedding.to(dtype=self.dtype))
-        return tokens.view(embedding.shape[0], cfg["n_tokens"], cfg["context_dim"])
+        x = embedding.to(dtype=self.dtype)
+        if self.token_norm is not None:
+            x = torch.nn.functional.normalize(x, dim=1) * (cfg["embed_dim"] ** 0.5)
+        tokens = self.mlp(x).view(embedding.shape[0], cfg["n_tokens"], cfg["context_dim"])
+        return tokens if self.token_norm is None else self.token_norm(tokens)

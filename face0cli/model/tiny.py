@@ -8,6 +8,7 @@ Tests and the synthetic world use it; the full world loads real directories thro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -53,24 +54,41 @@ def _byte_alphabet() -> list[str]:
     return [out[b] for b in range(256)]
 
 
-def _merges() -> list[tuple[str, str]]:
-    """Left-to-right merges that make each of _WORDS (with CLIP's end-of-word mark) a single token."""
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word's pieces: merge the lowest-ranked adjacent pair until none applies."""
+    while len(pieces) > 1:
+        pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(pieces[:-1], pieces[1:]))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2 :]
+    return pieces
+
+
+def _merges(words: Sequence[str] = _WORDS) -> list[tuple[str, str]]:
+    """Merges that make each word (with CLIP's end-of-word mark) a single token.
+
+    Each word is first encoded with the merges so far; the pieces left are chained left to right by new merges.
+    New merges rank after all earlier ones, so the words already handled still encode as one token.
+    """
     merges: list[tuple[str, str]] = []
-    for word in _WORDS:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+    ranks: dict[tuple[str, str], int] = {}
+    for word in dict.fromkeys(words):
+        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
         while len(pieces) > 1:
             pair = (pieces[0], pieces[1])
-            if pair not in merges:
-                merges.append(pair)
+            ranks[pair] = len(merges)
+            merges.append(pair)
             pieces = [pieces[0] + pieces[1]] + pieces[2:]
     return merges
 
 
-def tiny_tokenizer() -> CLIPTokenizer:
-    """A CLIP tokenizer over bytes plus a few merges, built in code, padded and truncated to 77 tokens."""
+def tiny_tokenizer(words: Sequence[str] = _WORDS) -> CLIPTokenizer:
+    """A CLIP tokenizer over bytes plus merges that make each of `words` one token, built in code, padded and
+    truncated to 77 tokens. Any other text still tokenizes (byte by byte where no merge applies)."""
     alphabet = _byte_alphabet()
     tokens = alphabet + [ch + "</w>" for ch in alphabet]
-    merges = _merges()
+    merges = _merges(tuple(w.lower() for w in words if w))
     tokens += ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}

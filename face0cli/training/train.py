@@ -43,7 +43,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from PIL import Image
 
 from face0cli.config import GMMConfig, TrainConfig, to_dict, to_json
@@ -274,11 +274,18 @@ class Face0Denoiser(torch.nn.Module):
         positions: the T context positions the face tokens overwrite (74, 75, 76).
     """
 
-    def __init__(self, unet: UNet2DConditionModel, projector: FaceProjector, positions: Sequence[int]) -> None:
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        projector: FaceProjector,
+        positions: Sequence[int],
+        text_encoder: torch.nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.unet = unet
         self.projector = projector
         self.positions = tuple(int(p) for p in positions)
+        self.text_encoder = text_encoder  # set when it is trained too (a base model's stage): context = token ids
 
     def forward(
         self,
@@ -293,13 +300,16 @@ class Face0Denoiser(torch.nn.Module):
         Args:
             noisy_latents: (B, 4, h, w).
             timesteps: (B,) integer timesteps.
-            context: (B, 77, C) text contexts from the frozen text encoder.
+            context: (B, 77, C) text contexts from the frozen text encoder, or (B, 77) token ids when the
+                text encoder is part of this module (trained).
             embedding: (B, D) face embeddings.
             face_drop: probability of zeroing an example's face tokens (0.1 in training).
 
         Returns:
             (B, 4, h, w) the UNet's prediction.
         """
+        if self.text_encoder is not None:
+            context = self.text_encoder(context, return_dict=False)[0]
         tokens = self.projector(embedding)
         if face_drop > 0:
             tokens = drop_faces(tokens, face_drop)
@@ -335,6 +345,7 @@ def load_model(base: StrPath, embedder_id: str, embed_dim: int, cfg: TrainConfig
         seed=cfg.seed,
         hidden_dim=cfg.projector_hidden_dim,
         n_layers=cfg.projector_layers,
+        normalize=cfg.projector_normalize,
     )
 
 
@@ -392,10 +403,18 @@ class Trainer:
         if cfg.use_ema and accelerator.distributed_type == DistributedType.FSDP:
             raise ParameterError("EMA is not supported with FSDP (sharded weights); turn EMA off or use DDP/DeepSpeed.")
 
-        # 1. Frozen parts: VAE and text encoder, in eval mode, in the mixed-precision dtype
+        # 1. Frozen parts: VAE and text encoder (unless it is trained), in eval mode, in the mixed-precision dtype
         self.vae, self.text_encoder = pipe.vae, pipe.text_encoder
         for frozen in (self.vae, self.text_encoder):
             _place(frozen.requires_grad_(False).eval(), device, self.weight_dtype)
+        trained_text = self.text_encoder if cfg.train_text_encoder else None
+        if trained_text is not None:
+            _place(trained_text.requires_grad_(True).train(), device, torch.float32)
+        # the "no text" condition (paper §2.2): the empty prompt's tokens, for caption dropout
+        empty = pipe.tokenizer(
+            "", max_length=pipe.tokenizer.model_max_length, padding="max_length", return_tensors="pt"
+        )
+        self.empty_ids = empty.input_ids.to(device)
 
         # 2. What is trained: UNet + projector, LoRA + projector, or the projector alone
         unet, projector = pipe.unet, pipe.projector
@@ -411,14 +430,19 @@ class Trainer:
         _place(projector, device, torch.float32)
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        model = Face0Denoiser(unet, projector, pipe.face0_config.token_positions).to(device).train()
+        model = Face0Denoiser(unet, projector, pipe.face0_config.token_positions, trained_text).to(device).train()
         self.trained_names = [n for n, p in model.named_parameters() if p.requires_grad]
 
         # 3. Noise schedule of the model (paper: SD's DDPM betas), AdamW, constant lr after warmup
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        params = [p for p in model.parameters() if p.requires_grad]
+        own = {id(p) for p in projector.parameters()} if cfg.projector_lr > 0 else set()
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in own]}
+        ]
+        if own:
+            groups.append({"params": [p for p in projector.parameters() if p.requires_grad], "lr": cfg.projector_lr})
         optimizer = torch.optim.AdamW(
-            params,
+            groups,
             lr=cfg.lr,
             betas=(cfg.adam_beta1, cfg.adam_beta2),
             weight_decay=cfg.adam_weight_decay,
@@ -460,6 +484,11 @@ class Trainer:
             pixels = batch["pixel_values"].to(self.accelerator.device, self.weight_dtype)
             latents = self.vae.encode(pixels).latent_dist.sample().float() * sf
         ids = batch["input_ids"].to(self.accelerator.device)
+        if self.cfg.text_drop > 0:  # caption dropout: the empty prompt with p = text_drop
+            drop = torch.rand(ids.shape[0], device=ids.device) < self.cfg.text_drop
+            ids = torch.where(drop[:, None], self.empty_ids.expand_as(ids), ids)
+        if self.cfg.train_text_encoder:
+            return latents, ids  # the denoiser runs the (trained) text encoder itself
         mask = None
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             mask = batch["attention_mask"].to(self.accelerator.device)
@@ -494,7 +523,18 @@ class Trainer:
                 target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
             else:
                 target = noise
-            loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
+            if cfg.snr_gamma > 0:  # min-SNR weighting (Hang et al., 2023), as diffusers' text-to-image script
+                snr = compute_snr(self.noise_scheduler, timesteps)
+                weight = torch.clamp(snr, max=cfg.snr_gamma)
+                weight = (
+                    weight / (snr + 1)
+                    if self.noise_scheduler.config.prediction_type == "v_prediction"
+                    else weight / snr
+                )
+                per = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+                loss = (per * weight).mean()
+            else:
+                loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
             losses = acc.gather(loss.detach().reshape(1))
             if not bool(torch.isfinite(losses).all()):
                 raise NonFiniteLoss(f"the training loss is {losses.tolist()}")
@@ -877,7 +917,8 @@ def _export(
             _place(part, torch.device("cpu"), torch.float32)
         if cfg.train == "lora":
             fresh.unet.add_adapter(lora_config(cfg))
-        holder = Face0Denoiser(fresh.unet, fresh.projector, fresh.face0_config.token_positions)
+        text = fresh.text_encoder if cfg.train_text_encoder else None
+        holder = Face0Denoiser(fresh.unet, fresh.projector, fresh.face0_config.token_positions, text)
         missing = set(trained) - set(holder.state_dict())
         if missing:
             raise Face0Error(f"internal: trained weights without a place in the model: {sorted(missing)[:3]}")

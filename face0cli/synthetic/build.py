@@ -1,0 +1,314 @@
+"""The build of the embedded default model, from nothing: `face0 synth build --out DIR`.
+
+Stages, each resumable (a finished stage leaves DIR/stages/NAME.json with its figures and wall time and is
+skipped next time; the two training stages resume from their last checkpoint):
+
+1. world     procedural portraits of training and held-out identities, captions, truth (synthetic.world)
+2. detect    how often the real MTCNN finds the portraits' faces (decides the embedder's framing)
+3. embedder  the conditioning embedder (synthetic.nets.FaceNet, CosFace) on training identities
+4. judge     the independent judge (synthetic.nets.JudgeNet: other architecture and seed, attribute heads)
+5. vae       the VAE on the portraits; then an untrained SD-shaped base (synthetic.model.init_base)
+6. prep      `face0 prep` of the two caption sets (with and without face traits), with VAE latents
+7. base      `face0 train` of the base model: UNet + text encoder from scratch on captions that spell out the
+             face traits, face tokens always zero (what SD is to Face0)
+8. face0     `face0 train` from that base as from SD: captions without traits, UNet + projector, text
+             encoder and VAE frozen, face dropout 10%
+9. package   the model directory (fp16 weights, the embedder and judge beside it) -> DIR/default-model
+10. characters  named example characters from held-out identities (portraits + a library file)
+11. scorecard   the quality figures (synthetic.scorecard) -> DIR/scorecard.json, scorecard.md and a grid
+
+Everything is seeded; the training stages run the real CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from face0cli.console import console
+
+STAGES = ("world", "detect", "embedder", "judge", "vae", "prep", "base", "face0", "package", "characters", "scorecard")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """The build's sizes and training budgets (CPU minutes on 2 cores in the README)."""
+
+    seed: int = 0
+    ids_train: int = 400
+    per_train: int = 20
+    ids_heldout: int = 20
+    per_heldout: int = 12
+    embedder_steps: int = 400
+    judge_steps: int = 500
+    vae_steps: int = 800
+    base_steps: int = 1700
+    base_lr: float = 1e-3
+    face0_steps: int = 1500
+    face0_lr: float = 1e-4
+    projector_lr: float = 1e-3
+    batch_size: int = 32
+    checkpoint_every: int = 100
+    validate_every: int = 250
+
+    @classmethod
+    def quick(cls) -> BuildConfig:
+        """A few steps of everything (tests and a smoke run): the same code, a tiny world."""
+        return cls(
+            ids_train=12, per_train=4, ids_heldout=4, per_heldout=4, embedder_steps=4, judge_steps=4, vae_steps=4,
+            base_steps=2, face0_steps=2, batch_size=4, checkpoint_every=1, validate_every=0,
+        )  # fmt: skip
+
+
+def _stage_file(out: Path, name: str) -> Path:
+    return out / "stages" / f"{name}.json"
+
+
+def stage_done(out: Path, name: str) -> dict[str, Any] | None:
+    f = _stage_file(out, name)
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+
+
+def _finish(out: Path, name: str, figures: dict[str, Any], t0: float) -> dict[str, Any]:
+    f = _stage_file(out, name)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    record = {**figures, "seconds": round(time.perf_counter() - t0, 1)}
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, f)
+    return record
+
+
+def _world_cfg(cfg: BuildConfig) -> Any:
+    from face0cli.synthetic.world import WorldConfig
+
+    return WorldConfig(cfg.seed, cfg.ids_train, cfg.per_train, cfg.ids_heldout, cfg.per_heldout)
+
+
+def _log(msg: str) -> None:
+    console.print(msg, highlight=False)
+
+
+def _face0(args: list[str], log: Path) -> None:
+    """Run a face0 command in a subprocess (the real CLI), its output appended to LOG."""
+    cmd = [sys.executable, "-m", "face0cli", *args]
+    _log("$ face0 " + " ".join(args))
+    with open(log, "a", encoding="utf-8") as f:
+        f.write("$ face0 " + " ".join(args) + "\n")
+        f.flush()
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if rc != 0:
+        from face0cli.errors import Face0Error
+
+        raise Face0Error(f"face0 {args[0]} failed (exit {rc}); see {log}.")
+
+
+def _heldout_split(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and query masks over held-out rows: the first third of each identity's images are references."""
+    k = np.array([int(r["key"][-3:]) for r in rows])
+    per = max(k) + 1
+    refs = k < max(1, per // 3)
+    return refs, ~refs
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def st_world(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    from face0cli.synthetic.world import write_world
+
+    world = write_world(out / "world", _world_cfg(cfg))
+    n = sum(1 for _ in (world / "face0").glob("*.png"))
+    return {"train_images": n, "heldout_images": sum(1 for _ in (world / "heldout").glob("*.png"))}
+
+
+def st_detect(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    from PIL import Image
+
+    from face0cli.faces.embedders import MtcnnDetector
+    from face0cli.synthetic.world import image_path, read_truth
+
+    rows = read_truth(out / "world", "train")
+    pick = rows[:: max(1, len(rows) // 300)][:300]
+    det = MtcnnDetector()
+    found: dict[str, list[bool]] = {}
+    for r in pick:
+        ok = len(det.detect(Image.open(image_path(out / "world", r)).convert("RGB"))) > 0
+        found.setdefault(r["attributes"]["style"], []).append(ok)
+    every = [v for vs in found.values() for v in vs]
+    rate = float(np.mean(every))
+    return {
+        "images": len(every),
+        "mtcnn_found": rate,
+        "by_style": {k: float(np.mean(v)) for k, v in found.items()},
+        "framing": "mtcnn" if rate >= 0.95 else "whole frame (64 px portraits); MTCNN for other images",
+    }
+
+
+def _train_identity_net(out: Path, cfg: BuildConfig, which: str) -> dict[str, Any]:
+    import torch
+
+    from face0cli.synthetic import nets
+    from face0cli.synthetic.world import load_images, read_truth
+
+    torch.manual_seed(cfg.seed)
+    world = out / "world"
+    rows = read_truth(world, "train")
+    x = load_images(world, rows)
+    y = np.array([r["identity"] for r in rows])
+    if which == "embedder":
+        net: Any = nets.FaceNet()
+        attrs, steps, seed = None, cfg.embedder_steps, cfg.seed
+    else:
+        net = nets.JudgeNet()
+        attrs = {k: np.array([nets.attribute_labels(r)[k] for r in rows]) for k in nets.HEADS}
+        steps, seed = cfg.judge_steps, cfg.seed + 1
+    curve = nets.train_net(net, x, y, attrs, steps=steps, seed=seed, log=_log)
+    nets.save_net(net, out / which, {"trained_on": "synthetic world training identities", "steps": steps})
+    held = read_truth(world, "heldout")
+    xh, yh = load_images(world, held), np.array([r["identity"] for r in held])
+    refs, queries = _heldout_split(held)
+    figures: dict[str, Any] = {"steps": steps, "loss_curve": curve}
+    if which == "embedder":
+        z = nets.embed_images(net, xh)
+    else:
+        z, preds = nets.judge_images(net, xh)
+        figures["attribute_accuracy_heldout"] = {
+            k: float(np.mean(preds[k] == np.array([nets.attribute_labels(r)[k] for r in held]))) for k in nets.HEADS
+        }
+    figures["heldout_identification"] = nets.identification(z[queries], yh[queries], z[refs], yh[refs])
+    return figures
+
+
+def st_embedder(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    return _train_identity_net(out, cfg, "embedder")
+
+
+def st_judge(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    return _train_identity_net(out, cfg, "judge")
+
+
+def st_vae(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    import torch
+
+    from face0cli.synthetic.model import init_base, make_vae, train_vae
+    from face0cli.synthetic.world import load_images, read_truth
+
+    torch.manual_seed(cfg.seed)
+    rows = read_truth(out / "world", "train")
+    x = load_images(out / "world", rows)
+    vae = make_vae(cfg.seed)
+    figures = train_vae(vae, x, steps=cfg.vae_steps, batch=cfg.batch_size, seed=cfg.seed, log=_log)
+    if (out / "base-sd").exists():
+        shutil.rmtree(out / "base-sd")
+    init_base(out / "base-sd", vae, cfg.seed)
+    return figures
+
+
+def st_prep(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    figures = {}
+    for name in ("base", "face0"):
+        dest = out / f"triplets-{name}.h5"
+        _face0(
+            [
+                "prep", str(out / "world" / name), "--out", str(dest), "--embedder", str(out / "embedder"),
+                "--latents", str(out / "base-sd"), "--resolution", "64",
+            ],
+            out / "build.log",
+        )  # fmt: skip
+        from face0cli.data.prep import read_summary
+
+        figures[name] = read_summary(dest).to_dict()
+    return figures
+
+
+def _train_args(cfg: BuildConfig) -> list[str]:
+    return [
+        "--resolution", "64", "--batch-size", str(cfg.batch_size), "--workers", "0", "--checkpoint-every",
+        str(cfg.checkpoint_every), "--validate-every", str(cfg.validate_every), "--seed", str(cfg.seed),
+        "--snr-gamma", "5", "--resume", "latest", "--log-every", "10",
+    ]  # fmt: skip
+
+
+def st_base(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    args = [
+        "train", "-t", str(out / "triplets-base.h5"), "--base", str(out / "base-sd"), "--out", str(out / "run-base"),
+        "--max-steps", str(cfg.base_steps), "--lr", str(cfg.base_lr), "--warmup", "100", "--face-drop", "1.0",
+        "--text-drop", "0.1", "--train-text-encoder", "--ema-decay", "0.995", "--projector-normalize",
+    ]  # fmt: skip
+    _face0(args + _train_args(cfg), out / "build.log")
+    return {"steps": cfg.base_steps, "log": str(out / "run-base" / "logs" / "train.csv")}
+
+
+def st_face0(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    args = [
+        "train", "-t", str(out / "triplets-face0.h5"), "--base", str(out / "run-base" / "model"), "--out",
+        str(out / "run-face0"), "--max-steps", str(cfg.face0_steps), "--lr", str(cfg.face0_lr), "--projector-lr",
+        str(cfg.projector_lr), "--warmup", "50", "--face-drop", "0.1", "--text-drop", "0.1", "--ema-decay", "0.995",
+    ]  # fmt: skip
+    _face0(args + _train_args(cfg), out / "build.log")
+    return {"steps": cfg.face0_steps, "log": str(out / "run-face0" / "logs" / "train.csv")}
+
+
+def st_package(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    from face0cli.synthetic.package import package_model
+
+    return package_model(out / "run-face0" / "model", out / "embedder", out / "judge", out / "default-model")
+
+
+def st_characters(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    from face0cli.synthetic.package import make_characters
+
+    return make_characters(out / "default-model", out / "world", out / "characters")
+
+
+def st_scorecard(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    from face0cli.synthetic.scorecard import scorecard
+
+    return scorecard(out / "default-model", out / "world", out / "scorecard", quick=cfg.ids_train < 50)
+
+
+RUNNERS: dict[str, Callable[[Path, BuildConfig], dict[str, Any]]] = {
+    "world": st_world,
+    "detect": st_detect,
+    "embedder": st_embedder,
+    "judge": st_judge,
+    "vae": st_vae,
+    "prep": st_prep,
+    "base": st_base,
+    "face0": st_face0,
+    "package": st_package,
+    "characters": st_characters,
+    "scorecard": st_scorecard,
+}
+
+
+def build(out: Path, cfg: BuildConfig = BuildConfig(), until: str | None = None, redo: tuple[str, ...] = ()) -> dict:
+    """Run the stages in order (skipping finished ones, except those in REDO), up to and including UNTIL."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "build.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n", encoding="utf-8")
+    results: dict[str, Any] = {}
+    for name in STAGES:
+        done = stage_done(out, name)
+        if done is not None and name not in redo:
+            results[name] = done
+            _log(f"[build] {name}: done ({done.get('seconds', 0):.0f} s)")
+        else:
+            _log(f"[build] {name} ...")
+            t0 = time.perf_counter()
+            results[name] = _finish(out, name, RUNNERS[name](out, cfg), t0)
+            _log(f"[build] {name}: {results[name]['seconds']:.0f} s")
+        if name == until:
+            break
+    return results

@@ -1,0 +1,308 @@
+"""The default model's scorecard: the paper's claims measured on held-out identities by the independent judge.
+
+What each figure is (held-out identities never seen by the model, the embedder or the judge):
+
+- identification: each of the 20 held-out identities conditions generations (its reference portrait embedded
+  with the model's embedder) over 5 prompts x 4 seeds; the judge's nearest identity centroid (centroids of the
+  identity's other world portraits, not the conditioning image) must be the right one. Baselines: the same
+  prompts with a random face (the model's GMM) and with no face, scored against the same identity.
+- likeness gap: the judge's cosine to the right centroid minus the mean cosine to the others.
+- prompt control: the judge's background / shirt / style heads agree with what the prompt asked; trait override:
+  "with blue hair" (and pink, green, white) read by the judge's hair head.
+- c / a (paper §3.4, Fig. 7): style adherence and identification for stylised prompts at c = 0.4, 0.7, 1.0 and
+  c = 1.4 with a = 1.
+- consistency (paper §3.1): random characters across 5 prompts; a pair of images of one character counts when the
+  judge finds it more similar to its own other image than to any other character's image of the same prompt.
+- interpolation (paper §3.3): 6-step strips between two held-out identities at a fixed seed; judge similarity
+  to A must fall monotonically.
+- debias (paper §3.1, Fig. 3): the planted bias (doctors and pilots with beards); the judge's beard head on
+  text-only generations and on `debias` generations (a fresh random face each), against the training base rate.
+- speed: one 64 px image at 25 steps in-process (median of 5), and `face0 generate` cold from the shell.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from face0cli.synthetic.nets import HEADS, JudgeNet, judge_images, load_net
+from face0cli.synthetic.portraits import COLOURS, HAIR_OVERRIDE
+
+PROMPTS = (
+    ("a photo of a person in a red shirt on a blue background", {"shirt": "red", "background": "blue", "style": "photo"}),
+    ("a photo of a person in a yellow shirt on a green background", {"shirt": "yellow", "background": "green", "style": "photo"}),
+    ("a photo of a person wearing a purple shirt, orange background", {"shirt": "purple", "background": "orange", "style": "photo"}),
+    ("a photo of a person, green shirt, pink background", {"shirt": "green", "background": "pink", "style": "photo"}),
+    ("a photo of a person in front of a grey background, in a blue shirt", {"shirt": "blue", "background": "grey", "style": "photo"}),
+)  # fmt: skip
+STYLISED = (
+    ("a pencil sketch of a person in a red shirt on a blue background", {"style": "sketch"}),
+    ("a pop art portrait of a person in a blue shirt on a yellow background", {"style": "pop art"}),
+)
+
+
+class Scorer:
+    """Generates with a model and reads the images with the judge; the held-out references are the world's."""
+
+    def __init__(self, model_dir: Path, world: Path, steps: int = 25, w: float = 7.5) -> None:
+        from face0cli.faces.embedders import embed_photo
+        from face0cli.faces.registry import embedder_for_model
+        from face0cli.model.pipeline import Face0Pipeline
+        from face0cli.synthetic.package import JUDGE_DIR, reference_portrait
+        from face0cli.synthetic.world import load_images, read_truth
+
+        self.pipe = Face0Pipeline.load(str(model_dir))
+        self.pipe.set_progress_bar_config(disable=True)
+        net, _ = load_net(Path(model_dir) / JUDGE_DIR)
+        assert isinstance(net, JudgeNet)
+        self.judge = net
+        self.steps, self.w = steps, w
+        emb = embedder_for_model(self.pipe.face0_config.embedder_id, model_dir)
+        held = read_truth(world, "heldout")
+        self.ids = sorted({r["identity"] for r in held})
+        z, _ = judge_images(net, load_images(world, held))
+        labels = np.array([r["identity"] for r in held])
+        cents = np.stack([z[labels == i].mean(0) for i in self.ids])
+        self.centroids = cents / np.linalg.norm(cents, axis=1, keepdims=True)
+        seed = json.loads((Path(world) / "world.json").read_text())["config"]["seed"]
+        tmp = Path(world) / "references"
+        tmp.mkdir(exist_ok=True)
+        vecs = []
+        for i in self.ids:
+            p = tmp / f"id{i:04d}.png"
+            reference_portrait(i, seed).save(p)
+            vecs.append(embed_photo(emb, p).vector)
+        self.faces = np.stack(vecs)
+        self.n_images = 0
+
+    def generate(
+        self, prompts: list[str], faces: np.ndarray | None, seeds: list[int], c: float = 1.0, a: float = 0.0
+    ) -> np.ndarray:
+        """(N, 64, 64, 3) uint8 images, one per (prompt, face, seed) row; faces (N, D) or None."""
+        out = []
+        for s in range(0, len(prompts), 20):
+            sl = slice(s, s + 20)
+            gens = [torch.Generator().manual_seed(int(x)) for x in seeds[sl]]
+            face = None if faces is None else torch.from_numpy(faces[sl])
+            res = self.pipe(
+                prompts[sl], face, w=self.w, c=c, a=a, num_inference_steps=self.steps, generator=gens,
+                output_type="np",
+            )  # fmt: skip
+            out.append((np.asarray(res.images) * 255).round().astype(np.uint8))
+        self.n_images += len(prompts)
+        return np.concatenate(out)
+
+    def read(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        z, preds = judge_images(self.judge, images)
+        return z, {k: np.array([HEADS[k][v] for v in vals]) for k, vals in preds.items()}
+
+    def identify(self, z: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        sims = z @ self.centroids.T
+        right = np.array([self.ids.index(int(t)) for t in truth])
+        own = sims[np.arange(len(z)), right]
+        others = (sims.sum(1) - own) / (len(self.ids) - 1)
+        return {"accuracy": float(np.mean(sims.argmax(1) == right)), "gap": float(np.mean(own - others))}
+
+
+def _grid(images: np.ndarray, cols: int, scale: int = 3) -> Image.Image:
+    n, h, w = images.shape[:3]
+    rows = (n + cols - 1) // cols
+    g = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
+    for i, im in enumerate(images):
+        g.paste(Image.fromarray(im), ((i % cols) * w, (i // cols) * h))
+    return g.resize((cols * w * scale, rows * h * scale), Image.Resampling.NEAREST)
+
+
+def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: float = 7.5) -> dict[str, Any]:
+    """Measure every figure of the module doc; write out/scorecard.json, out/scorecard.md and out/grid.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    sc = Scorer(model_dir, world, steps=4 if quick else 25, w=w)
+    ids = sc.ids
+    n_id = len(ids)
+    seeds = [0, 1] if quick else [0, 1, 2, 3]
+    res: dict[str, Any] = {"identities": n_id, "chance": 1.0 / n_id, "w": w, "steps": sc.steps}
+    t0 = time.perf_counter()
+
+    # 1. identification + prompt control: identities x prompts x seeds
+    rows = [(i, p, s) for i in range(n_id) for p in range(len(PROMPTS)) for s in seeds]
+    prompts = [PROMPTS[p][0] for _, p, _ in rows]
+    faces = np.stack([sc.faces[i] for i, _, _ in rows])
+    truth = np.array([ids[i] for i, _, _ in rows])
+    images = sc.generate(prompts, faces, [s for _, _, s in rows])
+    z, attrs = sc.read(images)
+    res["identification"] = sc.identify(z, truth)
+    control = {}
+    for key in ("background", "shirt", "style"):
+        asked = np.array([PROMPTS[p][1][key] for _, p, _ in rows])
+        control[key] = float(np.mean(attrs[key] == asked))
+    res["prompt_control"] = control
+    # the picture: identities x prompts at seed 0
+    pick = [k for k, (i, p, s) in enumerate(rows) if s == seeds[0] and i < 8]
+    _grid(images[pick], len(PROMPTS)).save(out / "grid.png")
+
+    # baselines: one seed, random faces and no face, scored against the same identities
+    base_rows = [(i, p) for i in range(n_id) for p in range(len(PROMPTS))]
+    bp = [PROMPTS[p][0] for _, p in base_rows]
+    bt = np.array([ids[i] for i, _ in base_rows])
+    gmm_faces = sc.pipe.gmm.sample(len(base_rows), seed=123).astype(np.float32)
+    zr, _ = sc.read(sc.generate(bp, gmm_faces, [0] * len(bp)))
+    zn, _ = sc.read(sc.generate(bp, None, [0] * len(bp)))
+    res["baseline_random_face"] = sc.identify(zr, bt)
+    res["baseline_no_face"] = sc.identify(zn, bt)
+
+    # 2. trait override: "with X hair"
+    ov_rows = [(i, colour) for i in range(n_id) for colour in HAIR_OVERRIDE]
+    ovp = [f"a photo of a person in a grey shirt on a white background, with {c} hair" for _, c in ov_rows]
+    ovp = [p.replace("white background", "yellow background") for p in ovp]
+    _, oattrs = sc.read(sc.generate(ovp, np.stack([sc.faces[i] for i, _ in ov_rows]), [0] * len(ov_rows)))
+    res["trait_override"] = float(np.mean(oattrs["hair"] == np.array([c for _, c in ov_rows])))
+
+    # 3. the c / a knobs on stylised prompts
+    st_rows = [(i, p) for i in range(n_id) for p in range(len(STYLISED))]
+    sp = [STYLISED[p][0] for _, p in st_rows]
+    sf = np.stack([sc.faces[i] for i, _ in st_rows])
+    st_truth = np.array([ids[i] for i, _ in st_rows])
+    asked_style = np.array([STYLISED[p][1]["style"] for _, p in st_rows])
+    curve = []
+    for c, a in ((0.4, 0.0), (0.7, 0.0), (1.0, 0.0), (1.4, 1.0)):
+        zz, aa = sc.read(sc.generate(sp, sf, [0] * len(sp), c=c, a=a))
+        curve.append({"c": c, "a": a, "style": float(np.mean(aa["style"] == asked_style)), **sc.identify(zz, st_truth)})
+    res["c_a_curve"] = curve
+
+    # 4. consistency of random characters across 5 prompts
+    n_chars = 6 if quick else 10
+    chars = sc.pipe.gmm.sample(n_chars, seed=7).astype(np.float32)
+    c_rows = [(k, p) for k in range(n_chars) for p in range(len(PROMPTS))]
+    zc, _ = sc.read(
+        sc.generate([PROMPTS[p][0] for _, p in c_rows], np.stack([chars[k] for k, _ in c_rows]), [5] * len(c_rows))
+    )
+    zc = zc.reshape(n_chars, len(PROMPTS), -1)
+    hits = total = 0
+    for k in range(n_chars):
+        for p in range(len(PROMPTS)):
+            for q in range(len(PROMPTS)):
+                if p == q:
+                    continue
+                own = float(zc[k, p] @ zc[k, q])
+                other = max(float(zc[k, p] @ zc[j, q]) for j in range(n_chars) if j != k)
+                hits += own > other
+                total += 1
+    res["consistency"] = hits / total
+
+    # 5. interpolation strips between held-out identities
+    n_pairs = 5 if quick else 10
+    mono = 0
+    strip_images = []
+    ts = np.linspace(0, 1, 6)
+    for k in range(n_pairs):
+        ia, ib = k % n_id, (k + n_id // 2) % n_id
+        fa, fb = sc.faces[ia], sc.faces[ib]
+        strip = np.stack([(1 - t) * fa + t * fb for t in ts]).astype(np.float32)
+        imgs = sc.generate([PROMPTS[0][0]] * 6, strip, [11] * 6)
+        if k < 4:
+            strip_images.append(imgs)
+        zs, _ = sc.read(imgs)
+        sims = zs @ sc.centroids[ia]
+        mono += bool(np.all(np.diff(sims) <= 0.02))
+    res["interpolation_monotone"] = mono / n_pairs
+    _grid(np.concatenate(strip_images), 6).save(out / "strips.png")
+
+    # 6. debias: text-only vs a fresh random face per image, for the planted professions
+    from face0cli.synthetic.world import read_truth
+
+    train = read_truth(world, "train")
+    base_rate = float(np.mean([r["traits"]["beard"] == "beard" for r in train]))
+    n_deb = 20 if quick else 40
+    deb: dict[str, Any] = {"base_rate": base_rate}
+    for job in ("doctor", "teacher"):
+        prompt = [f"a photo of a {job} in a grey shirt on a blue background"] * n_deb
+        seeds_d = list(range(100, 100 + n_deb))
+        _, a_txt = sc.read(sc.generate(prompt, None, seeds_d))
+        rnd = sc.pipe.gmm.sample(n_deb, seed=99).astype(np.float32)
+        _, a_deb = sc.read(sc.generate(prompt, rnd, seeds_d))
+        in_data = [r["traits"]["beard"] == "beard" for r in train if r["attributes"]["profession"] == job]
+        deb[job] = {
+            "training_captions": float(np.mean(in_data)) if in_data else None,
+            "text_only": float(np.mean(a_txt["beard"] == "beard")),
+            "debias": float(np.mean(a_deb["beard"] == "beard")),
+        }
+    res["debias"] = deb
+    res["generation_seconds"] = round(time.perf_counter() - t0, 1)
+    res["images_generated"] = sc.n_images
+
+    # 7. speed
+    res["speed"] = speed(model_dir)
+    (out / "scorecard.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    (out / "scorecard.md").write_text(markdown(res) + "\n", encoding="utf-8")
+    return res
+
+
+def speed(model_dir: Path) -> dict[str, float]:
+    """In-process seconds for one 64 px image at 25 DDIM steps (median of 5, after a warm-up), and the wall time
+    of `face0 generate` from a fresh process."""
+    from face0cli.model.pipeline import Face0Pipeline
+
+    pipe = Face0Pipeline.load(str(model_dir))
+    pipe.set_progress_bar_config(disable=True)
+    face = pipe.gmm.sample(1, seed=0)[0]
+    times = []
+    for k in range(6):
+        t = time.perf_counter()
+        pipe(PROMPTS[0][0], face, num_inference_steps=25, generator=torch.Generator().manual_seed(k), output_type="np")
+        times.append(time.perf_counter() - t)
+    out_png = Path(model_dir).parent / "speed-check.png"
+    t = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "face0cli", "generate", "--model", str(model_dir), "--face", "random:1", "--prompt",
+         PROMPTS[0][0], "--steps", "25", "--out", str(out_png), "--force"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    cold = time.perf_counter() - t
+    out_png.unlink(missing_ok=True)
+    return {"in_process_s": float(np.median(times[1:])), "cli_cold_s": cold}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The scorecard as a markdown table (the README's)."""
+    idf, rnd, non = res["identification"], res["baseline_random_face"], res["baseline_no_face"]
+    pc = res["prompt_control"]
+    lines = [
+        "| claim | bar | measured |",
+        "|---|---|---|",
+        f"| identification, {res['identities']} held-out identities (chance {res['chance']:.2f}) | >= 0.60 (aim 0.80) "
+        f"| {idf['accuracy']:.3f} |",
+        f"| ... with a random face / no face | about chance | {rnd['accuracy']:.3f} / {non['accuracy']:.3f} |",
+        f"| likeness gap | >= 0.30 | {idf['gap']:.3f} |",
+        f"| prompt control: background / shirt / style (w = {res['w']}) | >= 0.95 | {pc['background']:.3f} / "
+        f"{pc['shirt']:.3f} / {pc['style']:.3f} |",
+        f"| trait override ('with blue hair' ...) | >= 0.70 | {res['trait_override']:.3f} |",
+        f"| consistency of random characters over 5 prompts | >= 0.80 | {res['consistency']:.3f} |",
+        f"| interpolation: similarity to A falls monotonically | >= 0.80 | {res['interpolation_monotone']:.3f} |",
+    ]
+    d = res["debias"]
+    for job in ("doctor", "teacher"):
+        j = d[job]
+        lines.append(
+            f"| debias '{job}': beard rate, training captions -> text only -> debias (base rate {d['base_rate']:.2f}) "
+            f"| debias within a few points of the base rate | {j['training_captions']:.2f} -> {j['text_only']:.2f} -> "
+            f"{j['debias']:.2f} |"
+        )
+    s = res["speed"]
+    lines.append(f"| one 64 px image, 25 steps, in-process | <= 1.5 s | {s['in_process_s']:.2f} s |")
+    lines.append(f"| `face0 generate` cold from the shell | <= 10 s | {s['cli_cold_s']:.1f} s |")
+    lines += ["", "c / a on stylised prompts (paper §3.4, Fig. 7):", "", "| c | a | style | identification | gap |"]
+    lines.append("|---|---|---|---|---|")
+    for row in res["c_a_curve"]:
+        lines.append(f"| {row['c']} | {row['a']} | {row['style']:.3f} | {row['accuracy']:.3f} | {row['gap']:.3f} |")
+    return "\n".join(lines)
+
+
+__all__ = ["COLOURS", "Scorer", "markdown", "scorecard", "speed"]

@@ -1,0 +1,136 @@
+"""The synthetic world's data set: portraits of many identities, captions, the truth, a split of identities.
+
+`write_world` renders `ids_train` training identities (`per_train` images each) and `ids_heldout` held-out
+identities (`per_heldout` images each; never seen by the model, the embedder or the judge) into a folder:
+
+    world/
+      face0/   NNNN.png + NNNN.txt   captions without face traits (what `face0 prep` reads for the Face0 stage)
+      base/    NNNN.png + NNNN.txt   the same images (hard links), captions with the face traits (the base model)
+      heldout/ NNNN.png + NNNN.txt   held-out identities' portraits (references and conditioning images)
+      truth.jsonl                    one line per image: key, split, identity, traits, attributes, captions
+      world.json                     the settings (seed, counts, size, bias) and the identity split
+
+Rendering is split over processes; the output depends on the seed only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from face0cli.synthetic.portraits import Sample, make_identity, render, sample
+
+WORLD_JSON = "world.json"
+TRUTH = "truth.jsonl"
+SPLITS = ("face0", "base", "heldout")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """How big the world is. Held-out identities are the indices after the training ones."""
+
+    seed: int = 0
+    ids_train: int = 400
+    per_train: int = 20
+    ids_heldout: int = 20
+    per_heldout: int = 12
+    size: int = 64
+    bias: bool = True
+
+    def train_ids(self) -> range:
+        return range(self.ids_train)
+
+    def heldout_ids(self) -> range:
+        return range(self.ids_train, self.ids_train + self.ids_heldout)
+
+
+def samples(cfg: WorldConfig) -> Iterator[tuple[str, Sample]]:
+    """(split, sample) of every image of the world, in order."""
+    for i in cfg.train_ids():
+        ident = make_identity(i, cfg.seed)
+        for k in range(cfg.per_train):
+            yield "train", sample(ident, k, cfg.seed, bias=cfg.bias)
+    for i in cfg.heldout_ids():
+        ident = make_identity(i, cfg.seed)
+        for k in range(cfg.per_heldout):
+            yield "heldout", sample(ident, k, cfg.seed, bias=False)
+
+
+def _render_chunk(args: tuple[WorldConfig, list[tuple[str, str]], str]) -> int:
+    cfg, jobs, root = args
+    r = Path(root)
+    for split, key in jobs:
+        ident_index, k = int(key[2:6]), int(key[7:10])
+        s = sample(make_identity(ident_index, cfg.seed), k, cfg.seed, bias=cfg.bias and split == "train")
+        img = render(s.identity, s.scene, cfg.size)
+        if split == "train":
+            img.save(r / "face0" / f"{key}.png", optimize=False, compress_level=1)
+            (r / "face0" / f"{key}.txt").write_text(s.caption + "\n", encoding="utf-8")
+            os.link(r / "face0" / f"{key}.png", r / "base" / f"{key}.png")
+            (r / "base" / f"{key}.txt").write_text(s.caption_traits + "\n", encoding="utf-8")
+        else:
+            img.save(r / "heldout" / f"{key}.png", optimize=False, compress_level=1)
+            (r / "heldout" / f"{key}.txt").write_text(s.caption + "\n", encoding="utf-8")
+    return len(jobs)
+
+
+def write_world(out: Path, cfg: WorldConfig = WorldConfig(), processes: int = 2, progress: Any = None) -> Path:
+    """Render the world into `out` (see the module doc); an existing complete world of the same config is kept.
+
+    Returns:
+        out.
+    """
+    out = Path(out)
+    meta = {"config": asdict(cfg), "train_ids": list(cfg.train_ids()), "heldout_ids": list(cfg.heldout_ids())}
+    if (out / WORLD_JSON).is_file() and json.loads((out / WORLD_JSON).read_text())["config"] == asdict(cfg):
+        return out
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    for split in SPLITS:
+        (tmp / split).mkdir(parents=True)
+    rows = list(samples(cfg))
+    with open(tmp / TRUTH, "w", encoding="utf-8") as f:
+        for split, s in rows:
+            f.write(json.dumps({"split": split, **s.truth()}) + "\n")
+    jobs = [(split, s.key) for split, s in rows]
+    n = max(1, processes)
+    chunks = [jobs[i::n] for i in range(n)]
+    if n == 1:
+        _render_chunk((cfg, jobs, str(tmp)))
+    else:
+        with ProcessPoolExecutor(n) as pool:
+            list(pool.map(_render_chunk, [(cfg, c, str(tmp)) for c in chunks]))
+    (tmp / WORLD_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def read_truth(world: Path, split: str | None = None) -> list[dict[str, Any]]:
+    """The truth rows of a world (optionally one split: "train" or "heldout")."""
+    rows = [json.loads(line) for line in (Path(world) / TRUTH).read_text(encoding="utf-8").splitlines() if line]
+    return [r for r in rows if split is None or r["split"] == split]
+
+
+def image_path(world: Path, row: dict[str, Any]) -> Path:
+    folder = "face0" if row["split"] == "train" else "heldout"
+    return Path(world) / folder / f"{row['key']}.png"
+
+
+def load_images(world: Path, rows: list[dict[str, Any]]) -> np.ndarray:
+    """(N, H, W, 3) uint8 images of truth rows."""
+    return np.stack([np.asarray(Image.open(image_path(world, r)).convert("RGB")) for r in rows])
