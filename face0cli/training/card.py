@@ -112,8 +112,8 @@ model. No per-person fine-tuning is needed.
 ## How to use
 
 ```bash
-face0 embed photo.jpg --name alice --model {title}
-face0 generate --model {title} --face alice "a photo of a person on a beach"
+face0 embed photo.jpg --name alice          # with the face embedder named below
+face0 generate --model {title} --face alice --prompt "a photo of a person on a beach"
 ```
 
 ```python
