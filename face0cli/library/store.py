@@ -1,7 +1,8 @@
 """The character library: named face embeddings in one HDF5 file (the only code that touches that file).
 
 A character is a face embedding (paper §2.1: a photo's face through the embedder; §3.1: a sample of the
-embeddings' Gaussian mixture; §3.3: a mix of other characters) kept under a name with its provenance.
+embeddings' Gaussian mixture; §3.3: a mix of other characters) kept under a name with its provenance, tags
+and, optionally, a small thumbnail (the face crop, or an image generated with it) to browse the library by.
 The file is readable by plain h5py without face0; docs/store-format.md describes the schema.
 
 Every write takes a lock (``<store>.lock``) for its whole read-modify-write, builds the new file as a
@@ -21,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,6 +52,14 @@ RESERVED_NAMES = frozenset({"random", "none"})
 
 KINDS: tuple[str, ...] = ("photo", "random", "mix")
 
+TAG_RULE = "a tag has 1 to 32 letters, digits, '-', '_' or '.' and starts with a letter or digit"
+_TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+
+THUMBNAIL_SIZE = 128
+"""The longest side of a stored thumbnail in pixels; larger images are shrunk keeping their aspect."""
+THUMBNAILS = "thumbnails"
+"""The root group of the thumbnail datasets (uint8, H x W x 3), each named by its character's attribute."""
+
 LOCK_TIMEOUT_S = 120.0
 """How long a writer waits for another writer's lock before giving up with StoreError."""
 
@@ -74,6 +84,44 @@ def check_name(name: str) -> str:
             f"'{name}' is reserved (--face random:SEED means a random face, --face none no face); choose another name."
         )
     return name
+
+
+def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """Tags following TAG_RULE, lower-cased, without repeats, sorted; InvalidName naming the first bad one."""
+    out: set[str] = set()
+    for tag in tags:
+        if not isinstance(tag, str) or _TAG_RE.fullmatch(tag) is None:
+            raise InvalidName(f"invalid tag {tag!r}: {TAG_RULE}.")
+        out.add(tag.lower())
+    return tuple(sorted(out))
+
+
+def as_thumbnail(image: Any, size: int = THUMBNAIL_SIZE) -> np.ndarray:
+    """An image (PIL image or H x W [x 3|4] array) as a uint8 H x W x 3 thumbnail of at most SIZE per side.
+
+    Raises:
+        BadInput: it is not an image (wrong shape, empty, not finite).
+    """
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise BadInput(f"a thumbnail must be an H x W x 3 image, got shape {arr.shape}.")
+        if arr.dtype != np.uint8:
+            with np.errstate(invalid="ignore"):
+                if not np.isfinite(arr).all():
+                    raise BadInput("a thumbnail image has NaN or infinite values.")
+            scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0  # floats in [0, 1] as diffusers gives them
+            arr = np.clip(np.rint(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+        image = Image.fromarray(arr[:, :, :3])
+    image = image.convert("RGB")
+    if max(image.size) > size:
+        image = image.copy()
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8).copy()
 
 
 def _now() -> str:
@@ -101,6 +149,8 @@ class Character:
             and GMM identity; mix: parents and weights or operation).
         created: ISO 8601 UTC time of creation.
         note: free text.
+        tags: sorted lower-case tags (TAG_RULE), for filtering the library.
+        has_thumbnail: whether the library keeps a thumbnail for it (FaceStore.thumbnail reads it).
 
     Characters compare by identity (the vector is an array); compare fields to compare contents.
     """
@@ -113,6 +163,8 @@ class Character:
     provenance: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     note: str = ""
+    tags: tuple[str, ...] = ()
+    has_thumbnail: bool = False
 
     @classmethod
     def new(
@@ -123,6 +175,7 @@ class Character:
         kind: str,
         provenance: dict[str, Any],
         note: str = "",
+        tags: Iterable[str] = (),
     ) -> Character:
         """Make a character created now, checking its name, vector (finite, 1-D), kind and provenance.
 
@@ -144,7 +197,7 @@ class Character:
         if not np.isfinite(vec).all():
             raise BadInput(f"the embedding of '{name}' has NaN or infinite values.")
         vec.setflags(write=False)
-        return cls(name, vec, embedder_id, int(vec.shape[0]), kind, provenance, _now(), str(note))
+        return cls(name, vec, embedder_id, int(vec.shape[0]), kind, provenance, _now(), str(note), check_tags(tags))
 
     @property
     def norm(self) -> float:
@@ -152,7 +205,10 @@ class Character:
         return float(np.linalg.norm(self.vector.astype(np.float64)))
 
     def to_json(self, include_vector: bool = False) -> dict[str, Any]:
-        """A JSON-ready dict of every field; the vector is replaced by its norm unless include_vector."""
+        """A JSON-ready dict of every field; the vector is replaced by its norm unless include_vector.
+
+        "tags" and "thumbnail" (true) appear only for a character that has tags or a thumbnail.
+        """
         out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
@@ -163,6 +219,10 @@ class Character:
             "note": self.note,
             "provenance": self.provenance,
         }
+        if self.tags:
+            out["tags"] = list(self.tags)
+        if self.has_thumbnail:
+            out["thumbnail"] = True
         if include_vector:
             out["vector"] = [float(v) for v in self.vector]
         return out
@@ -261,6 +321,9 @@ class FaceStore:
             provenance = json.loads(_text(a["provenance"]))
             if not isinstance(provenance, dict):
                 raise ValueError("provenance is not a JSON object")
+            tags = json.loads(_text(a["tags"])) if "tags" in a else []
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                raise ValueError("tags is not a JSON list of strings")
             return Character(
                 name=name,
                 vector=vector,
@@ -270,6 +333,8 @@ class FaceStore:
                 provenance=provenance,
                 created=_text(a["created"]),
                 note=_text(a.get("note", "")),
+                tags=tuple(tags),
+                has_thumbnail=FaceStore._thumbnail_dataset(group, ds) is not None,
             )
         except (KeyError, ValueError, TypeError, OSError) as e:
             raise StoreError(f"{path} is corrupt: character '{name}' cannot be read ({e}).") from e
@@ -293,6 +358,72 @@ class FaceStore:
             if name not in names:
                 raise self._unknown(name, names)
             return self._read(group, name, self.path)  # type: ignore[arg-type]
+
+    def find(
+        self, tag: str | None = None, kind: str | None = None, grep: str | None = None
+    ) -> builtins.list[Character]:
+        """The characters with TAG, of KIND, and whose name, note, tags or provenance contain GREP (any case).
+
+        A filter that is None is not applied; with none, this is list().
+
+        Raises:
+            BadInput: KIND is not one of KINDS.
+        """
+        if kind is not None and kind not in KINDS:
+            raise BadInput(f"character kind must be one of {', '.join(KINDS)}, got {kind!r}.")
+        wanted = tag.lower() if tag is not None else None
+        needle = grep.lower() if grep else None
+        out = []
+        for c in self.list():
+            if wanted is not None and wanted not in c.tags:
+                continue
+            if kind is not None and c.kind != kind:
+                continue
+            if needle is not None:
+                hay = " ".join([c.name, c.note, *c.tags, json.dumps(c.provenance, sort_keys=True)]).lower()
+                if needle not in hay:
+                    continue
+            out.append(c)
+        return out
+
+    def tags(self) -> dict[str, int]:
+        """Every tag in the library with how many characters have it, sorted by tag."""
+        counts: dict[str, int] = {}
+        for c in self.list():
+            for t in c.tags:
+                counts[t] = counts.get(t, 0) + 1
+        return dict(sorted(counts.items()))
+
+    @staticmethod
+    def _thumbnail_dataset(group: h5py.Group, ds: h5py.Dataset) -> h5py.Dataset | None:
+        """The thumbnail dataset a character's `thumbnail` attribute names, if it exists and is an image."""
+        ref = ds.attrs.get("thumbnail")
+        if ref is None:
+            return None
+        ref = _text(ref)
+        if not ref.startswith(f"/{THUMBNAILS}/"):
+            return None
+        thumb = group.file.get(ref)
+        if not isinstance(thumb, h5py.Dataset) or thumb.ndim != 3 or thumb.shape[2] != 3 or thumb.dtype != np.uint8:
+            return None
+        return thumb
+
+    def thumbnail(self, name: str) -> np.ndarray | None:
+        """The thumbnail of NAME as a uint8 H x W x 3 array, or None if it has none; UnknownCharacter if no NAME."""
+        return self.thumbnails([name])[name]
+
+    def thumbnails(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray | None]:
+        """Thumbnails of NAMES (all characters if None), in one read: name -> H x W x 3 uint8 array or None."""
+        with self._open() as group:
+            keys = sorted(group.keys()) if group is not None else []
+            wanted = keys if names is None else list(dict.fromkeys(names))
+            out: dict[str, np.ndarray | None] = {}
+            for n in wanted:
+                if n not in keys:
+                    raise self._unknown(n, keys)
+                thumb = self._thumbnail_dataset(group, group[n])  # type: ignore[index]
+                out[n] = None if thumb is None else np.asarray(thumb[()], dtype=np.uint8)
+            return out
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()
@@ -352,6 +483,7 @@ class FaceStore:
             try:
                 f.attrs["created_by"] = f"face0 {__version__}"
                 yield f[self.GROUP]
+                self._collect_thumbnails(f)
                 f.flush()
             finally:
                 f.close()
@@ -386,8 +518,35 @@ class FaceStore:
             finally:
                 os.close(fd)
 
+    @classmethod
+    def _collect_thumbnails(cls, f: h5py.File) -> None:
+        """Delete thumbnails no character names (left by a replaced or removed character, or an older face0)."""
+        thumbs = f.get(THUMBNAILS)
+        if not isinstance(thumbs, h5py.Group):
+            return
+        used = {_text(ds.attrs["thumbnail"]) for ds in f[cls.GROUP].values() if "thumbnail" in ds.attrs}
+        for key in list(thumbs.keys()):
+            if f"/{THUMBNAILS}/{key}" not in used:
+                del thumbs[key]
+        if not len(thumbs):
+            del f[THUMBNAILS]
+
+    @staticmethod
+    def _write_thumbnail(group: h5py.Group, ds: h5py.Dataset, thumbnail: np.ndarray | None) -> None:
+        """Point the character's `thumbnail` attribute at a new thumbnail dataset (or drop it for None)."""
+        if "thumbnail" in ds.attrs:
+            del ds.attrs["thumbnail"]  # the old dataset is collected at the end of the transaction
+        if thumbnail is None:
+            return
+        data = as_thumbnail(thumbnail)
+        thumbs = group.file.require_group(THUMBNAILS)
+        key = uuid.uuid4().hex  # never a name an older face0 could reuse for another character
+        thumbs.create_dataset(key, data=data, chunks=data.shape, fletcher32=True, compression="gzip")
+        ds.attrs["thumbnail"] = f"/{THUMBNAILS}/{key}"
+
     @staticmethod
     def _write(group: h5py.Group, char: Character) -> None:
+        """Write CHAR's dataset (replacing one of its name); its thumbnail is written by _write_thumbnail."""
         if char.name in group:
             del group[char.name]
         data = np.asarray(char.vector, dtype=np.float32)
@@ -398,13 +557,22 @@ class FaceStore:
         ds.attrs["provenance"] = _provenance_json(char.provenance)
         ds.attrs["created"] = char.created
         ds.attrs["note"] = char.note
+        if char.tags:
+            ds.attrs["tags"] = json.dumps(list(check_tags(char.tags)))
 
-    def add(self, char: Character, force: bool = False) -> None:
-        """Save one character; CharacterExists if the name is taken and not force."""
-        self.add_many([char], force=force)
+    def add(self, char: Character, force: bool = False, thumbnail: Any = None) -> None:
+        """Save one character (with a thumbnail image if given); CharacterExists if the name is taken and not force."""
+        self.add_many([char], force=force, thumbnails=None if thumbnail is None else {char.name: thumbnail})
 
-    def add_many(self, chars: Sequence[Character], force: bool = False) -> None:
+    def add_many(
+        self, chars: Sequence[Character], force: bool = False, thumbnails: dict[str, Any] | None = None
+    ) -> None:
         """Save several characters at once: either all are saved or none (one atomic replace).
+
+        A character replaced with force loses its old thumbnail unless THUMBNAILS gives a new one.
+
+        Args:
+            thumbnails: name -> image (PIL image or H x W x 3 array, see as_thumbnail) for some of CHARS.
 
         Raises:
             CharacterExists: a name is taken and not force (nothing is written).
@@ -419,6 +587,10 @@ class FaceStore:
             seen.add(c.name)
         if not chars:
             return
+        thumbs = {n: as_thumbnail(t) for n, t in (thumbnails or {}).items() if t is not None}
+        unknown = sorted(set(thumbs) - seen)
+        if unknown:
+            raise BadInput(f"a thumbnail is given for '{unknown[0]}', which is not among the characters added.")
         with self._transaction() as group:
             taken = sorted(seen.intersection(group.keys()))
             if taken and not force:
@@ -430,6 +602,53 @@ class FaceStore:
                 raise CharacterExists(f"{what} already in {self.path}; use --force to replace.")
             for c in chars:
                 self._write(group, c)
+                if thumbs.get(c.name) is not None:
+                    self._write_thumbnail(group, group[c.name], thumbs[c.name])
+
+    def set_thumbnail(self, name: str, image: Any) -> None:
+        """Keep IMAGE (PIL image or H x W x 3 array; shrunk to THUMBNAIL_SIZE) as NAME's thumbnail; None drops it."""
+        data = None if image is None else as_thumbnail(image)
+        with self._edit(name) as ds:
+            self._write_thumbnail(ds.parent, ds, data)
+
+    def set_tags(self, name: str, tags: Iterable[str]) -> tuple[str, ...]:
+        """Replace NAME's tags (TAG_RULE; lower-cased); returns them. InvalidName for a bad tag."""
+        new = check_tags(tags)
+        with self._edit(name) as ds:
+            if new:
+                ds.attrs["tags"] = json.dumps(list(new))
+            elif "tags" in ds.attrs:
+                del ds.attrs["tags"]
+        return new
+
+    def add_tags(self, name: str, tags: Iterable[str]) -> tuple[str, ...]:
+        """Add TAGS to NAME's tags; returns all its tags now."""
+        return self._change_tags(name, check_tags(tags), add=True)
+
+    def remove_tags(self, name: str, tags: Iterable[str]) -> tuple[str, ...]:
+        """Remove TAGS from NAME's tags (those it has); returns the tags left."""
+        return self._change_tags(name, check_tags(tags), add=False)
+
+    def _change_tags(self, name: str, tags: tuple[str, ...], add: bool) -> tuple[str, ...]:
+        with self._edit(name) as ds:
+            old = json.loads(_text(ds.attrs["tags"])) if "tags" in ds.attrs else []
+            new = check_tags(set(old) | set(tags) if add else set(old) - set(tags))
+            if new:
+                ds.attrs["tags"] = json.dumps(list(new))
+            elif "tags" in ds.attrs:
+                del ds.attrs["tags"]
+        return new
+
+    @contextlib.contextmanager
+    def _edit(self, name: str) -> Iterator[h5py.Dataset]:
+        """A write transaction over one existing character's dataset; UnknownCharacter if there is none."""
+        if name not in self:  # cheap check first: do not create a file to find it missing
+            raise self._unknown(name, self.names())
+        with self._transaction() as group:
+            keys = list(group.keys())
+            if name not in keys:
+                raise self._unknown(name, keys)
+            yield group[name]
 
     def remove(self, name: str) -> None:
         """Delete the character NAME; UnknownCharacter if there is none."""
@@ -473,9 +692,12 @@ class FaceStore:
         if out.path.exists() and not force:
             raise BadInput(f"{out.path} exists already; use --force to replace it.")
         chars = self._select(self.list(), names)
+        thumbs = self.thumbnails([c.name for c in chars if c.has_thumbnail])
         with out._transaction(fresh=True) as group:
             for c in chars:
                 self._write(group, c)
+                if thumbs.get(c.name) is not None:
+                    self._write_thumbnail(group, group[c.name], thumbs[c.name])
         return [c.name for c in chars]
 
     def import_from(
@@ -494,7 +716,8 @@ class FaceStore:
         if self.path.exists() and src.path.resolve() == self.path.resolve():
             raise BadInput(f"cannot import {self.path} into itself.")
         chars = src._select(src.list(), names)
-        self.add_many(chars, force=force)
+        thumbs = src.thumbnails([c.name for c in chars if c.has_thumbnail])
+        self.add_many(chars, force=force, thumbnails=thumbs)
         return [c.name for c in chars]
 
     def _select(self, chars: builtins.list[Character], names: Sequence[str] | None) -> builtins.list[Character]:
@@ -512,8 +735,12 @@ class FaceStore:
 __all__ = [
     "KINDS",
     "NAME_RULE",
+    "TAG_RULE",
+    "THUMBNAIL_SIZE",
     "Character",
     "FaceStore",
+    "as_thumbnail",
     "check_name",
+    "check_tags",
     "default_store_path",
 ]

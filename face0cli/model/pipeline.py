@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.image_processor import VaeImageProcessor
+from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, StableDiffusionMixin
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncestralDiscreteScheduler
@@ -246,6 +247,12 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         )
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.mask_processor = VaeImageProcessor(  # as diffusers' inpainting: white = regenerate, binarised
+            vae_scale_factor=self.vae_scale_factor, do_normalize=False, do_binarize=True, do_convert_grayscale=True
+        )
+        self.control_image_processor = VaeImageProcessor(  # as diffusers' ControlNet pipelines: RGB in [0, 1]
+            vae_scale_factor=self.vae_scale_factor, do_convert_rgb=True, do_normalize=False
+        )
         self.face0_config = Face0Config.for_components(self)
         self.gmm: FaceGMM | None = None
         self.set_progress_bar_config(disable=True)  # the CLI shows its own progress through `callback`
@@ -458,6 +465,58 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             return self.projector(emb + variety * rms * noise)
         return self.projector(emb).repeat_interleave(num_images_per_prompt, dim=0)
 
+    def check_ecosystem_inputs(
+        self,
+        image: PipelineImageInput | None,
+        strength: float,
+        mask_image: PipelineImageInput | None,
+        controlnet: Any,
+        control_image: PipelineImageInput | None,
+        controlnet_conditioning_scale: float,
+    ) -> None:
+        """ParameterError for an image-to-image, inpainting or ControlNet request that cannot run."""
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+            raise ParameterError(f"strength must be a number in [0, 1], got {strength!r}.")
+        if mask_image is not None and image is None:
+            raise ParameterError("a mask needs the image it masks (give image= with mask_image=).")
+        if (controlnet is None) != (control_image is None):
+            raise ParameterError("a ControlNet needs a control image and a control image needs a ControlNet.")
+        scale = controlnet_conditioning_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise ParameterError(f"controlnet_conditioning_scale must be a finite number, got {scale!r}.")
+        if controlnet is not None:
+            width = getattr(controlnet.config, "cross_attention_dim", None)
+            if width != self.unet.config.cross_attention_dim:
+                raise ModelError(
+                    f"the ControlNet attends to width {width}, the model's UNet to "
+                    f"{self.unet.config.cross_attention_dim}: it was made for another base model."
+                )
+
+    def prepare_image_latents(
+        self, pixels: torch.Tensor, n_prompts: int, num_images_per_prompt: int, generator: Generators
+    ) -> torch.Tensor:
+        """Encode the init image(s) with the VAE, sampling its latent distribution, as diffusers' img2img does.
+
+        Args:
+            pixels: (1 or P, 3, H, W) init images in [-1, 1] (VaeImageProcessor.preprocess), at the request size.
+
+        Returns:
+            (P * N, 4, h, w) scaled latents, prompt-major.
+        """
+        pixels = pixels.to(self._execution_device, self.vae.dtype)
+        if pixels.shape[0] not in (1, n_prompts):
+            raise ParameterError(f"give one init image or one per prompt ({n_prompts}), not {pixels.shape[0]}.")
+        batch = n_prompts * num_images_per_prompt
+        if isinstance(generator, list):  # one generator per image, as diffusers does
+            rows = pixels.expand(n_prompts, -1, -1, -1).repeat_interleave(num_images_per_prompt, dim=0)
+            latents = torch.cat(
+                [retrieve_latents(self.vae.encode(rows[i : i + 1]), generator=generator[i]) for i in range(batch)]
+            )
+        else:
+            latents = retrieve_latents(self.vae.encode(pixels), generator=generator)
+            latents = latents.expand(n_prompts, -1, -1, -1).repeat_interleave(num_images_per_prompt, dim=0)
+        return self.vae.config.scaling_factor * latents.to(self.unet.dtype)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -478,8 +537,17 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         eta: float = 0.0,
         output_type: str = "pil",
         callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        image: PipelineImageInput | None = None,
+        strength: float = 0.8,
+        mask_image: PipelineImageInput | None = None,
+        controlnet: Any = None,
+        control_image: PipelineImageInput | None = None,
+        controlnet_conditioning_scale: float = 1.0,
     ) -> Face0PipelineOutput:
         """Generate images of the prompt with the face (paper §2.2 guidance, §3 uses).
+
+        Image-to-image, inpainting and ControlNet compose with the guidance: every planned branch goes through
+        one batched UNet call a step (and one batched ControlNet call before it, whose residuals it takes).
 
         Args:
             prompt: one prompt or P prompts.
@@ -489,14 +557,23 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             c: weight of text-and-face in the conditional part (1 = photo-real, plain CFG cost).
             a: weight of face-only against text-only in the rest (0 or 1 keeps 3 evaluations at most).
             variety: noise on the embedding, in units of its rms (see project_faces); no face, no noise.
-            num_inference_steps: sampler steps.
-            height, width: image size, multiples of 8 (default: the UNet's sample size).
-            generator: seeds the latents, then the variety noise, then the sampler's noise.
+            num_inference_steps: sampler steps (with an init image, only the last strength * steps run).
+            height, width: image size, multiples of 8 (default: the init image's size, else the UNet's).
+            generator: seeds the init image's latents, the latents, then the variety noise, then the sampler's.
             num_images_per_prompt: N images for each prompt.
             scheduler: a SCHEDULERS name for this call over the model's noise schedule; None = the model's.
             eta: DDIM eta (ignored by samplers without it).
             output_type: "pil", "np", "pt" or "latent".
-            callback: called as callback(step, timestep, latents) after each of the num_inference_steps steps.
+            callback: called as callback(step, timestep, latents) after each step that runs.
+            image: init image(s) for image-to-image (one, or one per prompt), as diffusers' img2img takes.
+            strength: with an init image, how much of the schedule runs from its noised latents (0..1; 1 =
+                start from almost pure noise), diffusers' img2img timesteps rule.
+            mask_image: with an init image, where to regenerate (white) and keep (black); the kept region's
+                latents are put back, noised to the next timestep, after every step (diffusers' inpainting
+                with a non-inpainting UNet).
+            controlnet: a diffusers ControlNetModel for the model's base (e.g. an OpenPose ControlNet).
+            control_image: its condition image (e.g. a pose skeleton), one or one per prompt.
+            controlnet_conditioning_scale: multiplies the ControlNet's residuals.
 
         Returns:
             Face0PipelineOutput with P * N images (prompt-major) and the UNet evaluations they cost.
@@ -505,6 +582,13 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         neg = negative_prompt
         negatives = [neg] * len(prompts) if isinstance(neg, str) else list(neg)
+        self.check_ecosystem_inputs(
+            image, strength, mask_image, controlnet, control_image, controlnet_conditioning_scale
+        )
+        init_pixels = None
+        if image is not None:  # the init image sets the default size, as in diffusers' img2img
+            init_pixels = self.image_processor.preprocess(image, height=height, width=width)
+            height, width = int(init_pixels.shape[-2]), int(init_pixels.shape[-1])
         default_size = self.unet.config.sample_size * self.vae_scale_factor
         height = default_size if height is None else height
         width = default_size if width is None else width
@@ -538,7 +622,8 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         text_context = contexts[: len(prompts)].repeat_interleave(num_images_per_prompt, dim=0)
         null_context = contexts[len(prompts) :].repeat_interleave(num_images_per_prompt, dim=0)
 
-        # 2. Prepare the initial latents (drawn first, so variety does not move them)
+        # 2. Prepare the timesteps and the initial latents (drawn first, so variety does not move them):
+        #    noise for text-to-image; the init image's latents noised to the first timestep for img2img
         shape = (
             batch,
             self.unet.config.in_channels,
@@ -546,8 +631,16 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             width // self.vae_scale_factor,
         )
         sampler.set_timesteps(num_inference_steps, device=device)
+        timesteps, steps_run = sampler.timesteps, num_inference_steps
+        image_latents = None
+        if init_pixels is not None:
+            timesteps, steps_run = img2img_timesteps(sampler, num_inference_steps, strength)
+            image_latents = self.prepare_image_latents(init_pixels, len(prompts), num_images_per_prompt, generator)
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        latents = noise * sampler.init_noise_sigma
+        if image_latents is None or (mask_image is not None and strength == 1.0):
+            latents = noise * sampler.init_noise_sigma  # as diffusers' inpainting at full strength
+        else:
+            latents = sampler.add_noise(image_latents, noise, timesteps[:1].repeat(batch))
 
         # 3. Project the face once for the whole request
         face_tokens = self.project_faces(embedding, num_images_per_prompt, variety, generator)
@@ -555,20 +648,51 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         # 4. Build the contexts of the planned branches as one batch, in plan order
         positions = self.face0_config.token_positions
         context = build_conditions(text_context, null_context, face_tokens, branches, positions)
-
-        # 5. Denoise: one batched UNet call over the branches, combine (paper §2.2), sampler step
         k = len(branches)
+
+        # 4b. Prepare the inpainting mask (latent size) and the control image (every branch)
+        mask = None
+        if mask_image is not None:
+            mask_pixels = self.mask_processor.preprocess(mask_image, height=height, width=width)
+            mask = torch.nn.functional.interpolate(mask_pixels, size=shape[-2:]).to(device=device, dtype=dtype)
+            mask = _to_batch(mask, len(prompts), num_images_per_prompt, "mask")
+        control = None
+        if controlnet is not None:
+            control = self.control_image_processor.preprocess(control_image, height=height, width=width)
+            control = _to_batch(control, len(prompts), num_images_per_prompt, "control image")
+            control = torch.cat([control] * k).to(device=device, dtype=controlnet.dtype)
+
+        # 5. Denoise: one batched (ControlNet and) UNet call over the branches, combine (paper §2.2), step,
+        #    then put the kept region back (inpainting)
         step_kwargs = _step_kwargs(sampler, generator, eta)
-        timesteps = sampler.timesteps
-        warmup = len(timesteps) - num_inference_steps * sampler.order
+        warmup = len(timesteps) - steps_run * sampler.order
         unet_calls = done = 0
-        with self.progress_bar(total=num_inference_steps) as bar:
+        with self.progress_bar(total=steps_run) as bar:
             for i, t in enumerate(timesteps):
                 model_input = sampler.scale_model_input(torch.cat([latents] * k) if k > 1 else latents, t)
-                eps_all = self.unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
+                residuals: dict[str, Any] = {}
+                if controlnet is not None:
+                    down, mid = controlnet(
+                        model_input.to(controlnet.dtype),
+                        t,
+                        encoder_hidden_states=context.to(controlnet.dtype),
+                        controlnet_cond=control,
+                        conditioning_scale=float(controlnet_conditioning_scale),
+                        return_dict=False,
+                    )
+                    residuals = {
+                        "down_block_additional_residuals": [r.to(dtype) for r in down],
+                        "mid_block_additional_residual": mid.to(dtype),
+                    }
+                eps_all = self.unet(model_input, t, encoder_hidden_states=context, return_dict=False, **residuals)[0]
                 unet_calls += k
                 eps = guidance.combine(dict(zip(branches, eps_all.chunk(k))), w, c, a)
                 latents = sampler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
+                if mask is not None and image_latents is not None:
+                    known = image_latents
+                    if i < len(timesteps) - 1:
+                        known = sampler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2].repeat(batch))
+                    latents = (1 - mask) * known + mask * latents
                 if i == len(timesteps) - 1 or (i + 1 > warmup and (i + 1) % sampler.order == 0):
                     bar.update()
                     if callback is not None:
@@ -587,6 +711,34 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
+
+def img2img_timesteps(sampler: Any, num_inference_steps: int, strength: float) -> tuple[torch.Tensor, int]:
+    """The timesteps an init image at STRENGTH runs through, and how many steps that is (diffusers' img2img rule).
+
+    The last int(num_inference_steps * strength) steps of the sampler's schedule run; the sampler is told
+    where it starts (set_begin_index) when it keeps a step index.
+
+    Raises:
+        ParameterError: strength * steps leaves no step to run.
+    """
+    init = min(int(num_inference_steps * strength), num_inference_steps)
+    start = max(num_inference_steps - init, 0)
+    if init < 1:
+        raise ParameterError(
+            f"strength {strength} of {num_inference_steps} steps runs no step; raise --strength or --steps."
+        )
+    timesteps = sampler.timesteps[start * sampler.order :]
+    if hasattr(sampler, "set_begin_index"):
+        sampler.set_begin_index(start * sampler.order)
+    return timesteps, num_inference_steps - start
+
+
+def _to_batch(x: torch.Tensor, n_prompts: int, num_images_per_prompt: int, what: str) -> torch.Tensor:
+    """(1 or P, ...) per-prompt tensors -> (P * N, ...) prompt-major; ParameterError for another count."""
+    if x.shape[0] not in (1, n_prompts):
+        raise ParameterError(f"give one {what} or one per prompt ({n_prompts}), not {x.shape[0]}.")
+    return x.expand(n_prompts, *x.shape[1:]).repeat_interleave(num_images_per_prompt, dim=0)
 
 
 def _step_kwargs(sampler: Any, generator: Generators, eta: float) -> dict[str, Any]:
