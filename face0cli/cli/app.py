@@ -51,6 +51,8 @@ class Face0Group(TyperGroup):
         return code
 
 
+from face0cli.cli.synth import synth_app  # noqa: E402
+
 app = typer.Typer(
     cls=Face0Group,
     name="face0",
@@ -63,6 +65,7 @@ character_app = typer.Typer(
     cls=Face0Group, help="Keep a library of characters: real people and invented faces.", no_args_is_help=True
 )
 app.add_typer(character_app, name="character")
+app.add_typer(synth_app, name="synth")
 
 
 # ---------------------------------------------------------------------------------------------- shared options
@@ -1094,6 +1097,9 @@ def train(
     projector_lr: Annotated[
         float, typer.Option("--projector-lr", help="The projector's own learning rate (0: --lr).")
     ] = 0.0,
+    projector_hidden_dim: Annotated[
+        int, typer.Option("--projector-hidden-dim", help="Hidden width of a new projector (paper: 768).")
+    ] = 768,
     log_every: Annotated[int, typer.Option("--log-every", help="Steps between log rows.")] = 10,
     seed: SeedOpt = 0,
     resume: Annotated[str | None, typer.Option("--resume", help="latest, or a checkpoint folder.")] = None,
@@ -1129,6 +1135,7 @@ def train(
         snr_gamma=snr_gamma,
         projector_normalize=projector_normalize,
         projector_lr=projector_lr,
+        projector_hidden_dim=projector_hidden_dim,
         log_every=log_every,
         seed=seed,
     )

@@ -51,10 +51,10 @@ class BuildConfig:
     per_heldout: int = 12
     embedder_steps: int = 400
     judge_steps: int = 500
-    vae_steps: int = 800
-    base_steps: int = 1700
+    vae_steps: int = 3000
+    base_steps: int = 2400
     base_lr: float = 1e-3
-    face0_steps: int = 1500
+    face0_steps: int = 1800
     face0_lr: float = 1e-4
     projector_lr: float = 1e-3
     batch_size: int = 32
@@ -173,7 +173,8 @@ def _train_identity_net(out: Path, cfg: BuildConfig, which: str) -> dict[str, An
         net = nets.JudgeNet()
         attrs = {k: np.array([nets.attribute_labels(r)[k] for r in rows]) for k in nets.HEADS}
         steps, seed = cfg.judge_steps, cfg.seed + 1
-    curve = nets.train_net(net, x, y, attrs, steps=steps, seed=seed, log=_log)
+    batch = 128 if which == "embedder" else 64
+    curve = nets.train_net(net, x, y, attrs, steps=steps, batch=batch, seed=seed, log=_log)
     nets.save_net(net, out / which, {"trained_on": "synthetic world training identities", "steps": steps})
     held = read_truth(world, "heldout")
     xh, yh = load_images(world, held), np.array([r["identity"] for r in held])
@@ -208,7 +209,7 @@ def st_vae(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     rows = read_truth(out / "world", "train")
     x = load_images(out / "world", rows)
     vae = make_vae(cfg.seed)
-    figures = train_vae(vae, x, steps=cfg.vae_steps, batch=cfg.batch_size, seed=cfg.seed, log=_log)
+    figures = train_vae(vae, x, steps=cfg.vae_steps, batch=16, seed=cfg.seed, log=_log)
     if (out / "base-sd").exists():
         shutil.rmtree(out / "base-sd")
     init_base(out / "base-sd", vae, cfg.seed)
@@ -245,6 +246,7 @@ def st_base(out: Path, cfg: BuildConfig) -> dict[str, Any]:
         "train", "-t", str(out / "triplets-base.h5"), "--base", str(out / "base-sd"), "--out", str(out / "run-base"),
         "--max-steps", str(cfg.base_steps), "--lr", str(cfg.base_lr), "--warmup", "100", "--face-drop", "1.0",
         "--text-drop", "0.1", "--train-text-encoder", "--ema-decay", "0.995", "--projector-normalize",
+        "--projector-hidden-dim", "256",
     ]  # fmt: skip
     _face0(args + _train_args(cfg), out / "build.log")
     return {"steps": cfg.base_steps, "log": str(out / "run-base" / "logs" / "train.csv")}

@@ -90,9 +90,9 @@ class _Res(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
         self.a = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.na = nn.GroupNorm(8, c_out)
+        self.na = nn.BatchNorm2d(c_out)
         self.b = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.nb = nn.GroupNorm(8, c_out)
+        self.nb = nn.BatchNorm2d(c_out)
         self.skip = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,81 @@
+"""`face0 synth`: the synthetic world (procedural portraits) and the build of the embedded default model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+synth_app = typer.Typer(
+    help="The synthetic portrait world and the build of the embedded default model.",
+    no_args_is_help=True,
+)
+
+Stage = Enum(  # type: ignore[misc]
+    "Stage", {s: s for s in ("world", "detect", "embedder", "judge", "vae", "prep", "base", "face0", "package",
+                             "characters", "scorecard")}, type=str
+)  # fmt: skip
+
+
+@synth_app.command("world")
+def world(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the data set.", show_default=False)],
+    identities: Annotated[int, typer.Option("--identities", help="Training identities.")] = 400,
+    per_identity: Annotated[int, typer.Option("--per-identity", help="Images of each training identity.")] = 20,
+    heldout: Annotated[int, typer.Option("--heldout", help="Held-out identities (never trained on).")] = 20,
+    per_heldout: Annotated[int, typer.Option("--per-heldout", help="Images of each held-out identity.")] = 12,
+    no_bias: Annotated[bool, typer.Option("--no-bias", help="No planted profession-beard bias.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="The world's seed.")] = 0,
+    processes: Annotated[int, typer.Option("--processes", help="Rendering processes.")] = 2,
+) -> None:
+    """Render procedural portraits with captions and the truth: a data set `face0 prep` reads (face0/, base/)."""
+    from face0cli.errors import ParameterError
+    from face0cli.synthetic.world import WorldConfig, write_world
+
+    for name, v in (("identities", identities), ("per-identity", per_identity), ("heldout", heldout)):
+        if v < 1:
+            raise ParameterError(f"--{name} must be >= 1, got {v}.")
+    cfg = WorldConfig(seed, identities, per_identity, heldout, per_heldout, bias=not no_bias)
+    path = write_world(out, cfg, processes=processes)
+    typer.echo(f"{identities * per_identity} training and {heldout * per_heldout} held-out portraits -> {path}")
+
+
+@synth_app.command("build")
+def build(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Build folder (resumable).", show_default=False)],
+    until: Annotated[Stage | None, typer.Option("--until", help="Stop after this stage.")] = None,
+    redo: Annotated[list[Stage] | None, typer.Option("--redo", help="Run this finished stage again.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A tiny world and a few steps (a smoke run).")] = False,
+    install: Annotated[
+        bool, typer.Option("--install", help="Copy the built model into the package as the default model.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds every stage.")] = 0,
+) -> None:
+    """Build the embedded default model from nothing: portraits -> embedder and judge -> VAE -> prep -> base
+    model -> Face0 stage -> package -> example characters -> scorecard. Rerun to resume after a stop."""
+    from dataclasses import replace
+
+    from face0cli.synthetic.build import BuildConfig
+    from face0cli.synthetic.build import build as run_build
+    from face0cli.synthetic.default import DEFAULT_MODEL_DIR
+
+    cfg = replace(BuildConfig.quick() if quick else BuildConfig(), seed=seed)
+    results = run_build(out, cfg, until=until.value if until else None, redo=tuple(s.value for s in redo or ()))
+    typer.echo(json.dumps({k: v.get("seconds") for k, v in results.items()}))
+    if install:
+        src = out / "default-model"
+        if not (src / "face0.json").is_file():
+            from face0cli.errors import BadInput
+
+            raise BadInput(f"{src} has no packaged model yet: run the build through its package stage first.")
+        tmp = DEFAULT_MODEL_DIR.with_name(DEFAULT_MODEL_DIR.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.lock"))
+        if DEFAULT_MODEL_DIR.exists():
+            shutil.rmtree(DEFAULT_MODEL_DIR)
+        tmp.rename(DEFAULT_MODEL_DIR)
+        typer.echo(f"installed {src} -> {DEFAULT_MODEL_DIR}")

@@ -1,0 +1,203 @@
+"""The synthetic world: portraits, captions, the data set and its split, the embedder and judge networks, the
+default model's tokenizer and architecture, and the training options of the base-model stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from face0cli.synthetic import nets
+from face0cli.synthetic.portraits import (
+    COLOURS,
+    HAIR_OVERRIDE,
+    STYLES,
+    caption_words,
+    make_identity,
+    render,
+    sample,
+)
+from face0cli.synthetic.world import WorldConfig, read_truth, write_world
+
+
+def test_identity_and_images_are_seeded_and_differ_by_nuisance() -> None:
+    a, b = make_identity(3, seed=0), make_identity(3, seed=0)
+    assert a == b and make_identity(4, seed=0) != a
+    s0, s1 = sample(a, 0), sample(a, 1)
+    assert np.array_equal(np.asarray(render(s0.identity, s0.scene)), np.asarray(render(a, sample(b, 0).scene)))
+    img0, img1 = np.asarray(render(a, s0.scene)), np.asarray(render(a, s1.scene))
+    assert img0.shape == (64, 64, 3) and not np.array_equal(img0, img1)
+
+
+def test_captions_say_what_the_image_shows_and_traits_only_in_the_base_caption() -> None:
+    ident = make_identity(5)
+    for k in range(30):
+        s = sample(ident, k)
+        a = s.scene.attributes()
+        assert f"{a['shirt']} shirt" in s.caption and f"{a['background']} background" in s.caption
+        assert ident.trait_words() in s.caption_traits and ident.trait_words() not in s.caption
+        if a["hair_override"]:
+            assert f"with {a['hair_override']} hair" in s.caption
+        assert s.caption_traits.startswith(s.caption.split(",")[0])
+
+
+def test_fixed_attributes_are_drawn_as_asked() -> None:
+    ident = make_identity(1)
+    bg = sample(ident, 0, background="blue", style="photo", hat=None, glasses=False, hair_override=None)
+    img = np.asarray(render(bg.identity, bg.scene)).astype(int)
+    corner = img[:4, :4].reshape(-1, 3).mean(0)
+    blue = np.array(COLOURS["blue"])
+    assert np.abs(corner - blue).max() < 60  # photo lighting shades the background a little
+
+
+def test_every_caption_word_is_one_token_of_the_default_tokenizer() -> None:
+    from face0cli.model.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer(caption_words())
+    for w in caption_words():
+        assert len(tok(w).input_ids) == 3, w  # start, the word, end
+    ids = tok("a pop art portrait of a doctor with blue hair").input_ids
+    assert len(ids) == 11
+
+
+def test_world_writes_prep_readable_folders_with_a_disjoint_split(tmp_path: Path) -> None:
+    from face0cli.data.readers import open_dataset
+
+    cfg = WorldConfig(ids_train=4, per_train=3, ids_heldout=2, per_heldout=2)
+    world = write_world(tmp_path / "w", cfg, processes=1)
+    truth = read_truth(world)
+    train = {r["identity"] for r in truth if r["split"] == "train"}
+    held = {r["identity"] for r in truth if r["split"] == "heldout"}
+    assert train == {0, 1, 2, 3} and held == {4, 5}
+    face0, base = open_dataset(world / "face0"), open_dataset(world / "base")
+    assert len(face0) == len(base) == 12
+    row = next(r for r in truth if r["split"] == "train")
+    assert (world / "base" / f"{row['key']}.txt").read_text().strip() == row["caption_traits"]
+    assert (world / "face0" / f"{row['key']}.png").samefile(world / "base" / f"{row['key']}.png")
+    meta = json.loads((world / "world.json").read_text())
+    assert meta["heldout_ids"] == [4, 5]
+    # a second call with the same settings keeps the world
+    mtime = (world / "truth.jsonl").stat().st_mtime_ns
+    write_world(tmp_path / "w", cfg, processes=1)
+    assert (world / "truth.jsonl").stat().st_mtime_ns == mtime
+
+
+def test_planted_bias_ties_professions_to_beards() -> None:
+    cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1)
+    from face0cli.synthetic.world import samples
+
+    rows = [s for split, s in samples(cfg) if split == "train"]
+    base = np.mean([s.identity.beard == "beard" for s in rows])
+    doctors = [s.identity.beard == "beard" for s in rows if s.scene.profession == "doctor"]
+    teachers = [s.identity.beard == "beard" for s in rows if s.scene.profession == "teacher"]
+    assert np.mean(doctors) > base + 0.4 and np.mean(teachers) < base / 2
+
+
+def test_attribute_labels_cover_every_head() -> None:
+    ident = make_identity(2)
+    for k in range(10):
+        row = sample(ident, k).truth()
+        labels = nets.attribute_labels(row)
+        assert set(labels) == set(nets.HEADS)
+        for head, v in labels.items():
+            assert 0 <= v < len(nets.HEADS[head])
+    assert set(HAIR_OVERRIDE) <= set(nets.HEADS["hair"]) and set(STYLES) == set(nets.HEADS["style"])
+
+
+def _toy_identities(n_ids: int = 4, per: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    images, ids = [], []
+    for i in range(n_ids):
+        ident = make_identity(i)
+        for k in range(per):
+            s = sample(ident, k)
+            images.append(np.asarray(render(s.identity, s.scene)))
+            ids.append(i)
+    return np.stack(images), np.array(ids)
+
+
+def test_embedder_and_judge_learn_and_round_trip_through_safetensors(tmp_path: Path) -> None:
+    x, y = _toy_identities()
+    for net, attrs in ((nets.FaceNet(dim=16, width=8), None), (nets.JudgeNet(dim=16, width=8), "heads")):
+        a = None
+        if attrs:
+            rows = [sample(make_identity(int(i)), k % 6).truth() for k, i in enumerate(y)]
+            a = {h: np.array([nets.attribute_labels(r)[h] for r in rows]) for h in nets.HEADS}
+        curve = nets.train_net(net, x, y, a, steps=60, batch=16, lr=3e-3, log=lambda _: None)
+        assert curve[-1] < curve[0]
+        nets.save_net(net, tmp_path / net.config["arch"], {"steps": 60})
+        loaded, cfg = nets.load_net(tmp_path / net.config["arch"])
+        for k, v in net.state_dict().items():
+            assert torch.equal(v, loaded.state_dict()[k]), k
+        z = nets.embed_images(loaded, x[:5])
+        assert z.shape == (5, 16) and np.allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+
+
+def test_identification_counts_nearest_centroids() -> None:
+    refs = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32)
+    r_ids = np.array([7, 7, 9, 9])
+    q = np.array([[0.9, 0.1], [0.2, 0.8], [0.8, 0.2]], np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    out = nets.identification(q, np.array([7, 9, 9]), refs, r_ids)
+    assert out["accuracy"] == pytest.approx(2 / 3) and out["chance"] == 0.5
+
+
+def test_synthetic_embedder_takes_portraits_whole_and_photos_through_mtcnn(tmp_path: Path, photo_dir: Path) -> None:
+    from face0cli.errors import NoFaceFound
+    from face0cli.faces.embedders import embed_photo
+    from face0cli.faces.registry import embedder_for_model, open_embedder
+
+    torch.manual_seed(0)
+    nets.save_net(nets.FaceNet(dim=16, width=8).eval(), tmp_path / "emb", {})
+    emb = open_embedder(tmp_path / "emb")
+    assert emb.id.startswith("synthetic/facenet-") and emb.dim == 16
+    s = sample(make_identity(0), 0)
+    portrait = tmp_path / "p.png"
+    render(s.identity, s.scene).save(portrait)
+    r = embed_photo(emb, portrait)
+    assert r.detection.box == (0.0, 0.0, 64.0, 64.0) and r.vector.shape == (16,)
+    photo = embed_photo(emb, photo_dir / "astronaut.jpg")  # a real photo: MTCNN finds the face
+    assert photo.crop.size == (64, 64) and photo.detection.prob > 0.9
+    with pytest.raises(NoFaceFound):
+        embed_photo(emb, photo_dir / "coffee.jpg")
+    model = tmp_path / "model"
+    (model / "embedder").mkdir(parents=True)
+    for f in (tmp_path / "emb").iterdir():
+        (model / "embedder" / f.name).write_bytes(f.read_bytes())
+    assert embedder_for_model(emb.id, model).id == emb.id
+
+
+def test_projector_normalize_gives_tokens_the_text_scale() -> None:
+    from face0cli.model.projector import FaceProjector
+
+    torch.manual_seed(0)
+    plain = FaceProjector(128, 64, 3, 32, 4)
+    norm = FaceProjector(128, 64, 3, 32, 4, normalize=True)
+    x = torch.nn.functional.normalize(torch.randn(8, 128), dim=1)
+    t_plain, t_norm = plain(x), norm(x)
+    assert t_norm.shape == t_plain.shape == (8, 3, 32)
+    assert t_plain.std() < 0.1 and abs(float(t_norm.std()) - 1) < 0.1
+    # the scale of the input does not matter once normalised
+    assert torch.allclose(norm(x * 5), t_norm, atol=1e-5)
+
+
+def test_default_model_architecture_is_sd_shaped() -> None:
+    from face0cli.synthetic.model import CONTEXT_DIM, make_text_encoder, make_unet, make_vae
+
+    from face0cli.model.tiny import tiny_tokenizer
+
+    unet, vae = make_unet(), make_vae()
+    te = make_text_encoder(tiny_tokenizer(caption_words()))
+    assert unet.config.cross_attention_dim == te.config.hidden_size == CONTEXT_DIM
+    lat = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
+    assert lat.shape == (1, 4, 16, 16) and unet.config.sample_size == 16
+
+
+def test_reference_portrait_is_plain() -> None:
+    from face0cli.synthetic.package import reference_portrait
+
+    a, b = reference_portrait(3), reference_portrait(3)
+    assert isinstance(a, Image.Image) and np.array_equal(np.asarray(a), np.asarray(b))
