@@ -337,17 +337,24 @@ def test_save_writes_the_format(model_dir: Path) -> None:
     assert index["projector"] == ["face0cli.model.projector", "FaceProjector"]
 
 
-def test_round_trip_gives_identical_images(model_dir: Path) -> None:
+def test_round_trip_keeps_the_weights_and_the_images(model_dir: Path) -> None:
     original = tiny_pipeline(seed=1, embed_dim=32)
     loaded = Face0Pipeline.from_pretrained(model_dir)
     assert loaded.face0_config == original.face0_config
     assert loaded.gmm is not None and loaded.gmm.dim == 32
+    # the weights survive bit for bit ...
+    for part in ("unet", "vae", "text_encoder", "projector"):
+        saved, again = getattr(original, part).state_dict(), getattr(loaded, part).state_dict()
+        assert saved.keys() == again.keys(), part
+        assert all(torch.equal(saved[k], again[k]) for k in saved), part
+    # ... and the images agree up to float rounding of separately built modules (kernel order)
     face = loaded.gmm.sample(1, seed=0)[0]
     for c, a in ((1.0, 0.0), (0.5, 0.0), (1.4, 1.0)):
         kw = dict(c=c, a=a, num_inference_steps=3, output_type="np")
-        np.testing.assert_array_equal(
+        np.testing.assert_allclose(
             loaded(PROMPT, face, generator=gen(2), **kw).images,
             original(PROMPT, face, generator=gen(2), **kw).images,
+            atol=1e-5,
         )
 
 
