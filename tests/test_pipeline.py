@@ -378,6 +378,17 @@ def test_missing_part(model_dir: Path, tmp_path: Path, part: str) -> None:
         Face0Pipeline.from_pretrained(d)
 
 
+def test_pickled_weights_are_refused(model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    d = copy_model(model_dir, tmp_path)
+    weights = d / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), d / "unet" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(ModelError, match=r"^face0 loads safetensors only, .*unet.*diffusion_pytorch_model\.bin"):
+        Face0Pipeline.from_pretrained(d)
+
+
 def test_missing_weights_file_is_a_model_error(model_dir: Path, tmp_path: Path) -> None:
     d = copy_model(model_dir, tmp_path)
     (d / "unet" / "diffusion_pytorch_model.safetensors").unlink()

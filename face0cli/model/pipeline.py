@@ -41,7 +41,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 import face0cli.projector  # noqa: F401  (model directories of face0 0.1 name this module; diffusers needs it imported)
-from face0cli.errors import ModelError, NewerFormat, ParameterError
+from face0cli.errors import ModelError, NewerFormat, ParameterError, one_line
 from face0cli.library.face_space import FaceGMM
 from face0cli.model import guidance
 from face0cli.model.conditioning import build_conditions, encode_prompts, last_positions
@@ -268,9 +268,9 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         _check_parts(path, skip=[k for k in COMPONENTS if k in kwargs])
         cfg = Face0Config.load(path / FACE0_JSON)
         try:
-            pipe = super().from_pretrained(str(path), **kwargs)
+            pipe = super().from_pretrained(str(path), **{"use_safetensors": True, **kwargs})
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise ModelError(f"cannot load the model in {path}: {_first_line(e)}") from e
+            raise ModelError(f"cannot load the model in {path}: {one_line(e)}.") from e
         cfg.check(pipe)
         pipe.face0_config = cfg
         if (path / GMM_DIR).is_dir():
@@ -337,7 +337,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
                     **load_kwargs,
                 ).components
             except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-                raise ModelError(f"cannot load the Stable Diffusion base {where}: {_first_line(e)}") from e
+                raise ModelError(f"cannot load the Stable Diffusion base {where}: {one_line(e)}.") from e
         missing = [k for k in SD_COMPONENTS if comps.get(k) is None]
         if missing:
             raise ModelError(f"the base {where} has no {', '.join(missing)}.")
@@ -605,11 +605,6 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": dtype}
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0].rstrip(".") + "." if text else type(e).__name__ + "."
-
-
 def _model_dir(name: str, kwargs: dict[str, Any]) -> Path:
     """A local model directory for NAME: the directory itself, or a hub id's snapshot (fetched or cached)."""
     path = Path(name).expanduser()
@@ -657,6 +652,20 @@ def _check_parts(path: Path, skip: Sequence[str] = ()) -> None:
             raise ModelError(f"{path} is not a complete face0 model: model_index.json lists no {part}.")
         if not (path / part).is_dir():
             raise ModelError(f"{path} is not a complete face0 model: {part}/ is missing.")
+        _refuse_pickles(path / part)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickles(folder: Path) -> None:
+    """ModelError for a part whose weights are pickles: unpickling a file can run any code it carries."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not any(folder.glob("*.safetensors")):
+        raise ModelError(
+            f"face0 loads safetensors only, and {folder} holds pickled weights ({', '.join(pickles)}); "
+            "convert them to .safetensors (e.g. load and save_pretrained with safe_serialization=True)."
+        )
 
 
 def _check_gmm(gmm: FaceGMM, cfg: Face0Config) -> None:
