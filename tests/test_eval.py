@@ -16,6 +16,17 @@ from PIL import Image
 
 from face0cli.errors import BadInput, EmbedderMismatch, MissingWeights
 from face0cli.evaluation.compare import compare
+from face0cli.evaluation.judges import (
+    JUDGES,
+    ClipFaceJudge,
+    FaceFinder,
+    JudgeContext,
+    JudgeUnavailable,
+    conditioning_warning,
+    is_conditioning_encoder,
+    load_clip,
+    make_judge,
+)
 from face0cli.evaluation.metrics import (
     Stat,
     aggregate,
@@ -29,17 +40,6 @@ from face0cli.evaluation.metrics import (
 )
 from face0cli.evaluation.runner import run_eval
 from face0cli.evaluation.spec import EvalSpec, SettingSpec, load_spec
-from face0cli.evaluation.judges import (
-    JUDGES,
-    ClipFaceJudge,
-    FaceFinder,
-    JudgeContext,
-    JudgeUnavailable,
-    conditioning_warning,
-    is_conditioning_encoder,
-    load_clip,
-    make_judge,
-)
 from face0cli.faces.embedders import Detection, pad_resize
 from face0cli.generation.generate import read_png_params
 from face0cli.generation.grids import make_grid

@@ -323,6 +323,7 @@ def character_new(
                 "gmm": face.source["gmm"],
                 "model": ctx.model,
             }
+            assert face.vector is not None  # a GMM sample
             char = Character.new(name, face.vector, ctx.embedder_id, "random", prov, note=note)
     lib.add(char, force=force)
     if as_json:

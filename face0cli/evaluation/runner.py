@@ -212,11 +212,10 @@ def run_eval(
         clip_loader=clip_loader,
     )
     clip = ctx.clip(spec.clip) if spec.clip else None
-    made = [make_judge(j.name, dict(j.options), ctx) for j in spec.judges]
-    judges = made
+    judge_list = [make_judge(j.name, dict(j.options), ctx) for j in spec.judges]
     judge_info = [
         {"name": j.name, "id": j.id, "encoder_id": j.encoder_id, "conditioning_encoder": False, "primary": i == 0}
-        for i, j in enumerate(judges)
+        for i, j in enumerate(judge_list)
     ]
     warnings: list[str] = []
 
@@ -231,7 +230,7 @@ def run_eval(
 
     # 2. Reference faces, through every judge; prompts through CLIP.
     identities = _resolve_identities(spec, store)
-    scorer = _Scorer.build(spec, identities, judges, clip)
+    scorer = _Scorer.build(spec, identities, judge_list, clip)
 
     # 3. The jobs, grouped by model so one model is loaded at a time.
     jobs = _jobs(spec, identities, default_model)
@@ -248,7 +247,7 @@ def run_eval(
             pipe = loader(model_ref)
             embedder_id = str(pipe.face0_config.embedder_id)
             models[model_ref] = embedder_id
-            for judge, entry in zip(judges, judge_info):
+            for judge, entry in zip(judge_list, judge_info):
                 if is_conditioning_encoder(judge, embedder_id):
                     entry["conditioning_encoder"] = True
                     warn(conditioning_warning(judge, embedder_id))
@@ -263,7 +262,7 @@ def run_eval(
             del pipe, faces
 
     # 4. Aggregates and the report.
-    judge_names = [j.name for j in judges]
+    judge_names = [j.name for j in judge_list]
     results = EvalResults(
         out_dir=out,
         spec=spec,
@@ -351,7 +350,8 @@ class _FaceCache:
     """The conditioning face of each identity for one model, resolved on first use."""
 
     def __init__(self, pipe: Any, embedders: _EmbedderCache) -> None:
-        self.pipe, self.embedders, self.faces = pipe, embedders, {}
+        self.pipe, self.embedders = pipe, embedders
+        self.faces: dict[str, Face] = {}
 
     def get(self, identity: ResolvedIdentity) -> Face:
         name = identity.spec.name
@@ -395,7 +395,7 @@ def _run_job(
         model=job.model,
     )
     ((_, image, info),) = list(render(pipe, req, on_step=on_step))
-    where = {"key": key, "setting": job.setting.name, "identity": job.identity.spec.name}
+    where: dict[str, Any] = {"key": key, "setting": job.setting.name, "identity": job.identity.spec.name}
     where |= {"prompt_index": job.prompt_index, "tag": job.prompt.tag}
     save_png(image, req.params(0) | info | {"eval": where}, out / rel)
     record = scorer.record(image, job, _record(job, key, rel, fingerprint, info.get("unet_calls_per_step")))
