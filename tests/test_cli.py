@@ -285,6 +285,8 @@ def test_mix_weighted_mean_lerp_direction() -> None:
         (["alice=1", "bob=-1"], ""),
         (["alice"], ""),
         (["alice", "bob", "--t", "nan"], "finite"),
+        (["alice", "bob", "--t", "1.5"], "--extrapolate"),
+        (["alice", "bob", "--t", "-0.1"], "between 0 and 1"),
     ],
 )
 def test_mix_bad_input(args: list[str], needle: str) -> None:
@@ -294,6 +296,33 @@ def test_mix_bad_input(args: list[str], needle: str) -> None:
     before = digest(store_path())
     assert_clean_error(run("mix", *args, "--name", "m"), needle)
     assert digest(store_path()) == before
+
+
+def test_mix_extrapolates_only_when_asked() -> None:
+    a, b = add_char("alice", seed=1), add_char("bob", seed=2)
+    assert run("mix", "alice", "bob", "--t", "1.5", "--extrapolate", "--name", "far").exit_code == 0
+    np.testing.assert_allclose(
+        FaceStore(store_path()).get("far").vector, b.vector + 0.5 * (b.vector - a.vector), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("command", [["embed", "photo.jpg"], ["mix", "alice", "bob"]])
+def test_n_is_never_the_name(command: list[str]) -> None:
+    """-n is no short form of --name anywhere: --n is the image count of generate and debias."""
+    add_char("alice", seed=1)
+    add_char("bob", seed=2)
+    before = digest(store_path())
+    r = run(*command, "-n", "x")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert digest(store_path()) == before
+
+
+def test_a_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    add_char("alice", seed=1)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert_clean_error(run("character", "export", "alice", "--out", blocker / "sub" / "lib.h5"), "cannot write")
+    assert blocker.read_text() == "x" and not (tmp_path / "sub").exists()
 
 
 # ------------------------------------------------------------------------------------------------ start-up

@@ -705,3 +705,39 @@ judges: [facenet, clip-face]
     assert json.loads(r.stdout)["rows"]
     r = runner.invoke(app, ["eval", "compare", str(outs[0])])
     assert r.exit_code != 0 and r.stderr.startswith("error:")
+
+
+def test_judges_given_to_the_run_replace_the_specs(
+    tmp_path: Path, tiny_pipe: Any, photo_dir: Path, registry: Any
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        f"""\
+clip: null
+identities: {{ann: {photo_dir}/astronaut.jpg}}
+prompts: [a photo of a person]
+seeds: 1
+settings: {{base: {{steps: 2}}}}
+judges: [tiny]
+""",
+    )
+    res = tiny_run(spec, tmp_path / "out", CountingPipe(tiny_pipe), judges=["tiny2", "tiny2"])
+    assert [j["name"] for j in res.judges] == ["tiny2"]
+    assert set(res.images[0]["scores"]["judges"]) == {"tiny2"}
+    with pytest.raises(BadInput, match="no judge named 'nope'"):
+        tiny_run(spec, tmp_path / "out2", CountingPipe(tiny_pipe), judges=["nope"])
+
+
+def test_eval_help_shows_run_compare_and_the_judges() -> None:
+    from typer.testing import CliRunner
+
+    from face0cli.cli.app import app
+    from face0cli.cli.evaluating import BUILTIN_JUDGES
+
+    runner = CliRunner()
+    assert tuple(sorted(k for k in JUDGES if not k.startswith("tiny"))) == BUILTIN_JUDGES
+    r = runner.invoke(app, ["eval", "--help"])
+    assert r.exit_code == 0 and "run" in r.stdout and "compare" in r.stdout
+    r = runner.invoke(app, ["eval", "run", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "--judge" in r.stdout
+    assert all(name in r.stdout for name in BUILTIN_JUDGES)

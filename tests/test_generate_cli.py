@@ -131,6 +131,64 @@ def test_jobs_file_reports_bad_lines_and_runs_the_rest(tmp_path: Path) -> None:
     assert (tmp_path / "j1.png").exists() and len(lines[4]["images"]) == 2
 
 
+def test_jobs_field_of_the_wrong_type_is_its_lines_error(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [
+        {"prompt": "p1", "seed": "five"},
+        {"prompt": "p2", "steps": True},
+        {"prompt": 3},
+        {"prompt": "p4", "face": 7},
+        {"prompt": "p5", "out": str(tmp_path / "ok.png")},
+    ]
+    jobs.write_text("\n".join(json.dumps(x) for x in lines))
+    r = run("generate", "--jobs", jobs, "--out", tmp_path / "jobs-out")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["ok"] for x in records] == [False, False, False, False, True]
+    assert "'seed' must be a whole number" in records[0]["error"] and "'steps'" in records[1]["error"]
+    assert "'prompt' must be text" in records[2]["error"] and "'face'" in records[3]["error"]
+    assert len(r.stderr.strip().splitlines()) == 4 and (tmp_path / "ok.png").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "--steps", "2", "--prompt", "x", "--out", "{blocker}/sub/a.png"],
+        ["generate", "--steps", "2", "--prompt", "x", "--n", "2", "--out", "{blocker}/sub"],
+        ["debias", "--steps", "2", "--prompt", "x", "--n", "2", "--out", "{blocker}/d"],
+        ["mix", "alice", "bob", "--name", "ab", "--strip", "3", "--out", "{blocker}/s.png"],
+        ["eval", "run", "spec.yaml", "--out", "{blocker}/e"],
+        ["eval", "spec.yaml", "--out", "{blocker}"],
+    ],
+)
+def test_out_folder_that_cannot_be_created(command: list[str], tmp_path: Path) -> None:
+    add_char("alice", dim=DIM, seed=1)
+    add_char("bob", dim=DIM, seed=2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    before = digest(store_path())
+    r = run(*[a.replace("{blocker}", str(blocker)) for a in command])
+    assert_clean_error(r, "--out", "a-file")
+    assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "store"]
+    assert digest(store_path()) == before
+
+
+def test_pickled_model_weights_are_refused(tmp_path: Path, model_dir: Path) -> None:
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    model = tmp_path / "pickled"
+    shutil.copytree(model_dir, model)
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), model / "unet" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    r = gen("--prompt", "x", "--model", model, "--out", tmp_path / "a.png")
+    assert_clean_error(r, "face0 loads safetensors only")
+    assert not (tmp_path / "a.png").exists()
+
+
 def test_debias_and_keep_a_face(tmp_path: Path, model_dir: Path) -> None:
     from face0cli.library.face_space import FaceGMM
 

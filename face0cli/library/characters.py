@@ -96,7 +96,13 @@ def mix_characters(
         parts = [store.get(base), store.get(towards)] + ([store.get(origin)] if origin else [])
         check_compatible(parts)
         vector = direction_edit(parts[0].vector, parts[1].vector, amount, parts[2].vector if origin else None)
-        provenance: dict[str, Any] = {"op": "direction", "base": base, "towards": towards, "origin": origin, "amount": amount}
+        provenance: dict[str, Any] = {
+            "op": "direction",
+            "base": base,
+            "towards": towards,
+            "origin": origin,
+            "amount": amount,
+        }
         return Mix(vector, provenance, parts)
     if t is not None:
         if not np.isfinite(t):
