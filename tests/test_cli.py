@@ -1,4 +1,4 @@
-"""The commands of the foundation issue through typer's CliRunner: embed, character, mix, and every bad input."""
+"""The character commands through typer's CliRunner: embed, character, mix, and every bad input."""
 
 from __future__ import annotations
 
