@@ -20,6 +20,7 @@ from face0cli.evaluation.judges import (
     check_judge_name,
 )
 from face0cli.generation.generate import read_text_file
+from face0cli.library.names import NAME_SHAPE, is_valid_name
 
 FORMAT = "face0-eval"
 FORMAT_VERSION = 1
@@ -32,8 +33,6 @@ EXTRA_METRICS: tuple[str, ...] = ("paste", "face_other", "found")
 SETTING_KEYS: tuple[str, ...] = ("w", "c", "a", "variety", "steps", "scheduler", "negative", "size", "model")
 TOP_KEYS: tuple[str, ...] = ("name", "model", "identities", "prompts", "seeds", "settings", "judges", "clip")
 IDENTITY_KEYS: tuple[str, ...] = ("photos", "character", "condition", "group")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-NAME_RULE = "1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
 TILE = 128
 DASH = "—"
 
@@ -328,8 +327,8 @@ def local_or_id(base: Path, name: str) -> str:
 
 
 def _check_name(src: _Source, path: _Path, name: Any, what: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise src.error(path, f"the {what} name {name!r} breaks the rule: {NAME_RULE}")
+    if not is_valid_name(name):
+        raise src.error(path, f"the {what} name {name!r} breaks the rule: {NAME_SHAPE}")
     return name
 
 
