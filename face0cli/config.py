@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -88,9 +89,9 @@ class SampleConfig:
 
 def _whole(value: Any) -> bool:
     """An int, or a float with no fraction (a YAML or JSON 50.0), but not a bool."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
-    return math.isfinite(value) and int(value) == value
+    return math.isfinite(value) and float(value).is_integer()
 
 
 SAMPLE_DEFAULTS = SampleConfig()

@@ -19,8 +19,8 @@ class ImageError(BadInput):
     """A file that should be an image cannot be decoded, or is too large to decode safely."""
 
 
-class ParameterError(BadInput):
-    """An option is out of range or not finite."""
+class ParameterError(BadInput, ValueError):
+    """An option is out of range or not finite (also a ValueError, as Python code calling face0 expects)."""
 
 
 class NoFaceFound(Face0Error):

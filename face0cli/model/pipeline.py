@@ -41,6 +41,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 import face0cli.projector  # noqa: F401  (model directories of face0 0.1 name this module; diffusers needs it imported)
+from face0cli.config import SAMPLE_DEFAULTS, SampleConfig
 from face0cli.errors import ModelError, NewerFormat, ParameterError, one_line
 from face0cli.library.face_space import FaceGMM
 from face0cli.model import guidance
@@ -225,6 +226,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
     """
 
     model_cpu_offload_seq = "text_encoder->projector->unet->vae"  # type: ignore[assignment]
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]  # what callback_on_step_end may read and replace
 
     def __init__(
         self,
@@ -381,6 +383,15 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
 
     # ----------------------------------------------------------------------------------------- sampling
 
+    @property
+    def guidance_scale(self) -> float:
+        """w of the running (or last) call, as diffusers' callbacks read it."""
+        return float(getattr(self, "_guidance_scale", SAMPLE_DEFAULTS.w))
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(getattr(self, "_num_timesteps", 0))
+
     def check_inputs(
         self,
         prompts: Sequence[str],
@@ -394,26 +405,20 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         height: int,
         width: int,
         num_images_per_prompt: int,
+        scheduler: str | None = None,
     ) -> None:
-        """Raise ParameterError / ModelError for a request the model cannot run (paper §2.2 ranges)."""
+        """Raise ParameterError / ModelError for a request the model cannot run (paper §2.2 ranges, through
+        SampleConfig)."""
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ParameterError("prompt must be a string or a non-empty list of strings.")
         if len(negatives) != len(prompts) or not all(isinstance(n, str) for n in negatives):
             raise ParameterError(f"give one negative prompt or {len(prompts)} (one per prompt), as strings.")
-        guidance.validate(w, c, a)
-        if isinstance(variety, bool) or not isinstance(variety, (int, float)) or not math.isfinite(variety):
-            raise ParameterError(f"variety must be a finite number, got {variety!r}.")
-        if variety < 0:
-            raise ParameterError(f"variety must be >= 0, got {variety}.")
-        for name, value in (
-            ("num_inference_steps", num_inference_steps),
-            ("num_images_per_prompt", num_images_per_prompt),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ParameterError(f"{name} must be a whole number >= 1, got {value!r}.")
-        for name, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 8 or value % 8:
-                raise ParameterError(f"{name} must be a positive multiple of 8, got {value!r}.")
+        # the sampler's settings: SampleConfig's checks, the same as generate's and eval's
+        steps = int(num_inference_steps) if isinstance(num_inference_steps, np.integer) else num_inference_steps
+        SampleConfig(w, c, a, variety, steps, scheduler or SAMPLE_DEFAULTS.scheduler, height, width)
+        n = num_images_per_prompt
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ParameterError(f"num_images_per_prompt must be a whole number >= 1, got {n!r}.")
         if face is not None:
             expected = self.face0_config.embed_dim
             if face.ndim not in (1, 2) or face.shape[-1] != expected:
@@ -463,19 +468,24 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         face: np.ndarray | torch.Tensor | None = None,
         *,
         negative_prompt: str | list[str] = "",
-        w: float = 7.5,
-        c: float = 1.0,
-        a: float = 0.0,
-        variety: float = 0.0,
-        num_inference_steps: int = 50,
-        height: int | None = None,
-        width: int | None = None,
+        w: float | None = None,
+        c: float = SAMPLE_DEFAULTS.c,
+        a: float = SAMPLE_DEFAULTS.a,
+        variety: float = SAMPLE_DEFAULTS.variety,
+        num_inference_steps: int = SAMPLE_DEFAULTS.steps,
+        height: int | None = SAMPLE_DEFAULTS.height,
+        width: int | None = SAMPLE_DEFAULTS.width,
         generator: Generators = None,
         num_images_per_prompt: int = 1,
         scheduler: str | None = None,
         eta: float = 0.0,
         output_type: str = "pil",
         callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        guidance_scale: float | None = None,
+        latents: torch.Tensor | None = None,
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, torch.Tensor, dict[str, Any]], dict[str, Any]] | Any = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> Face0PipelineOutput:
         """Generate images of the prompt with the face (paper §2.2 guidance, §3 uses).
 
@@ -483,7 +493,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             prompt: one prompt or P prompts.
             face: (D,) one face for all prompts, (P, D) one per prompt, or None for no face (zero tokens).
             negative_prompt: the "no text" condition, one or P strings (default: the empty prompt).
-            w: guidance scale.
+            w: guidance scale (default SampleConfig's, 7.5); `guidance_scale` is the same, by diffusers' name.
             c: weight of text-and-face in the conditional part (1 = photo-real, plain CFG cost).
             a: weight of face-only against text-only in the rest (0 or 1 keeps 3 evaluations at most).
             variety: noise on the embedding, in units of its rms (see project_faces); no face, no noise.
@@ -495,11 +505,34 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             eta: DDIM eta (ignored by samplers without it).
             output_type: "pil", "np", "pt" or "latent".
             callback: called as callback(step, timestep, latents) after each of the num_inference_steps steps.
+            guidance_scale: w, by diffusers' name (give one of the two, or both equal).
+            latents: (P * N, C, H / 8, W / 8) initial noise in place of noise drawn from the generator.
+            return_dict: False returns a tuple (images, unet_calls_per_step, unet_calls, plan).
+            callback_on_step_end: diffusers' step callback, called after every sampler step as
+                callback_on_step_end(pipe, step, timestep, callback_kwargs) -> dict; callback_kwargs holds the
+                tensors named in callback_on_step_end_tensor_inputs ("latents", "prompt_embeds": the guidance
+                branches' contexts), and the tensors in the returned dict replace them. A diffusers
+                PipelineCallback or MultiPipelineCallbacks names its own tensor inputs.
+            callback_on_step_end_tensor_inputs: the tensors given to callback_on_step_end.
+
+        Defaults of the sampler's settings come from SampleConfig, and SampleConfig checks them.
 
         Returns:
-            Face0PipelineOutput with P * N images (prompt-major) and the UNet evaluations they cost.
+            Face0PipelineOutput with P * N images (prompt-major) and the UNet evaluations they cost, or its
+            fields as a tuple (return_dict=False).
         """
         # 0. Check inputs
+        if w is not None and guidance_scale is not None and w != guidance_scale:
+            raise ParameterError(
+                f"w and guidance_scale are one setting; got w={w} and guidance_scale={guidance_scale}."
+            )
+        w = w if w is not None else guidance_scale if guidance_scale is not None else SAMPLE_DEFAULTS.w
+        tensor_inputs = list(getattr(callback_on_step_end, "tensor_inputs", None) or callback_on_step_end_tensor_inputs)
+        unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ParameterError(
+                f"callback_on_step_end_tensor_inputs takes {', '.join(self._callback_tensor_inputs)}; got {unknown}."
+            )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         neg = negative_prompt
         negatives = [neg] * len(prompts) if isinstance(neg, str) else list(neg)
@@ -519,6 +552,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             height,
             width,
             num_images_per_prompt,
+            scheduler,
         )
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ParameterError(f"output_type must be pil, np, pt or latent, got {output_type!r}.")
@@ -544,8 +578,11 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             width // self.vae_scale_factor,
         )
         sampler.set_timesteps(num_inference_steps, device=device)
-        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        latents = noise * sampler.init_noise_sigma
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ParameterError(f"latents must have the shape {shape}, got {tuple(latents.shape)}.")
+        latents = latents.to(device=device, dtype=dtype) * sampler.init_noise_sigma
 
         # 3. Project the face once for the whole request
         face_tokens = self.project_faces(embedding, num_images_per_prompt, variety, generator)
@@ -560,6 +597,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         timesteps = sampler.timesteps
         warmup = len(timesteps) - num_inference_steps * sampler.order
         unet_calls = done = 0
+        self._guidance_scale, self._num_timesteps = w, len(timesteps)
         with self.progress_bar(total=num_inference_steps) as bar:
             for i, t in enumerate(timesteps):
                 model_input = sampler.scale_model_input(torch.cat([latents] * k) if k > 1 else latents, t)
@@ -567,6 +605,11 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
                 unet_calls += k
                 eps = guidance.combine(dict(zip(branches, eps_all.chunk(k))), w, c, a)
                 latents = sampler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "prompt_embeds": context}
+                    returned = callback_on_step_end(self, i, t, {k: tensors[k] for k in tensor_inputs}) or {}
+                    latents = returned.get("latents", latents)
+                    context = returned.get("prompt_embeds", context)
                 if i == len(timesteps) - 1 or (i + 1 > warmup and (i + 1) % sampler.order == 0):
                     bar.update()
                     if callback is not None:
@@ -581,7 +624,8 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             decoded = self.vae.decode(scaled, return_dict=False)[0]
             images = self.image_processor.postprocess(decoded, output_type=output_type)
         self.maybe_free_model_hooks()
-        return Face0PipelineOutput(images=images, unet_calls_per_step=k, unet_calls=unet_calls, plan=branches)
+        output = Face0PipelineOutput(images=images, unet_calls_per_step=k, unet_calls=unet_calls, plan=branches)
+        return output if return_dict else (images, k, unet_calls, branches)  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------------- helpers
