@@ -129,3 +129,54 @@ def render_all(
                     }
                 )
     return results
+
+
+def generate(
+    model: Any,
+    prompt: str,
+    face: Any = None,
+    *,
+    seed: int = 0,
+    n: int = 1,
+    sample: Any = None,
+    negative: str = "",
+    store: Any = None,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    embedder_weights: Path | None = None,
+) -> list[Any]:
+    """N images of PROMPT with FACE (paper §2.2), image i at seed + i: what `face0 generate` makes, in memory.
+
+    Args:
+        model: a face0 model directory or hub id, a loaded Face0Pipeline, or a ModelContext.
+        face: a --face spec (a character name in STORE, a photo, random[:SEED], none), a library Character,
+            a (D,) embedding, or None (no face).
+        sample: the sampler's settings (SampleConfig); default the paper's.
+
+    Returns:
+        PIL images; each carries its parameters when saved with generation.generate.save_png(image, params, path).
+    """
+    import numpy as np
+
+    from face0cli.config import SampleConfig
+    from face0cli.generation.generate import Request, face_from_vector, render
+
+    if isinstance(model, ModelContext):
+        ctx = model
+    elif hasattr(model, "face0_config"):
+        ctx = ModelContext(None, store=store, pipe=model)
+    else:
+        ctx = ModelContext(model, device, dtype, store, embedder_weights)
+    if face is None or isinstance(face, str):
+        resolved = ctx.face(face)
+    elif hasattr(face, "vector") and hasattr(face, "embedder_id"):  # a Character
+        if face.embedder_id != ctx.embedder_id or face.dim != ctx.dim:
+            raise EmbedderMismatch(
+                f"character '{face.name}' is a {face.dim}-d face of {face.embedder_id}, but the model takes "
+                f"{ctx.dim}-d faces of {ctx.embedder_id}."
+            )
+        resolved = face_from_vector(face.vector, face.name, {"character": face.name})
+    else:
+        resolved = face_from_vector(np.asarray(face), "vector", {"vector": True})
+    req = Request(prompt, resolved, seed, n, sample or SampleConfig(), negative, ctx.model)
+    return [image for _, image, _ in render(ctx.pipe, req)]
