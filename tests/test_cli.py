@@ -89,6 +89,7 @@ def test_embed_writes_character_readable_by_plain_h5py(embedded_store: Path, emb
     assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 600
 
 
+@pytest.mark.slow
 def test_embed_json_and_crop(photo_dir: Path, embedder_weights: Path, tmp_path: Path) -> None:
     r = run(
         "embed",
@@ -169,6 +170,7 @@ def test_embed_no_face_or_too_small(photo: str, needle: str, photo_dir: Path, em
     assert digest(store_path()) == before
 
 
+@pytest.mark.slow
 def test_embed_invalid_and_duplicate_names(photo_dir: Path, embedder_weights: Path) -> None:
     add_char("taken")
     before = digest(store_path())
@@ -328,6 +330,7 @@ def test_a_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ start-up
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--help"], ["character", "list"], ["mix", "--help"]])
 def test_light_commands_do_not_import_torch(argv: list[str], tmp_path: Path) -> None:
     code = (
@@ -343,6 +346,7 @@ def test_light_commands_do_not_import_torch(argv: list[str], tmp_path: Path) -> 
     assert "TORCH=False" in p.stderr
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_version() -> None:
     p = subprocess.run([sys.executable, "-m", "face0cli", "--version"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("face0 ")

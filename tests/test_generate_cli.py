@@ -52,6 +52,7 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
+@pytest.mark.slow
 def test_generate_writes_png_with_parameters_and_from_png_reproduces(tmp_path: Path) -> None:
     add_char("alice", dim=DIM, seed=1)
     out = tmp_path / "a.png"
@@ -85,6 +86,7 @@ def test_keep_the_seed_swap_the_face(tmp_path: Path) -> None:
     assert np.abs(pixels(tmp_path / "alice.png") - pixels(tmp_path / "bob.png")).max() > 0
 
 
+@pytest.mark.slow
 def test_generate_several_random_and_none(tmp_path: Path) -> None:
     r = gen("--face", "random:4", "--prompt", "x", "--n", 3, "--out", tmp_path / "r", "--json")
     assert r.exit_code == 0, r.output
@@ -98,6 +100,7 @@ def test_generate_several_random_and_none(tmp_path: Path) -> None:
     assert_clean_error(r, "--force")
 
 
+@pytest.mark.slow
 def test_sweep_grid(tmp_path: Path) -> None:
     add_char("alice", dim=DIM, seed=1)
     out = tmp_path / "sweep.png"
@@ -273,6 +276,7 @@ def test_bad_models(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyP
     assert not (tmp_path / "n.png").exists()
 
 
+@pytest.mark.slow
 def test_generate_from_a_photo_with_the_models_embedder(
     photo_dir: Path, embedder_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
