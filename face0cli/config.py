@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -71,17 +72,26 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         for name in ("w", "c", "a", "variety"):
+            if isinstance(getattr(self, name), bool):
+                raise ParameterError(f"{name} must be a finite number, got {getattr(self, name)!r}.")
             check_finite(name, getattr(self, name))
         if self.variety < 0:
             raise ParameterError(f"variety must be >= 0, got {self.variety}.")
-        if self.scheduler not in SCHEDULER_NAMES:
+        if not isinstance(self.scheduler, str) or self.scheduler not in SCHEDULER_NAMES:
             raise ParameterError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}.")
-        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
-            raise ParameterError(f"steps must be a whole number >= 1, got {self.steps}.")
+        if not _whole(self.steps) or self.steps < 1:
+            raise ParameterError(f"steps must be a whole number >= 1, got {self.steps!r}.")
         for name in ("height", "width"):
             v = getattr(self, name)
-            if v is not None and (int(v) != v or v < 8 or v % 8):
-                raise ParameterError(f"the image {name} must be a positive multiple of 8, got {v}.")
+            if v is not None and (not _whole(v) or v < 8 or v % 8):
+                raise ParameterError(f"the image {name} must be a positive multiple of 8, got {v!r}.")
+
+
+def _whole(value: Any) -> bool:
+    """An int, or a float with no fraction (a YAML or JSON 50.0), but not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value) and float(value).is_integer()
 
 
 SAMPLE_DEFAULTS = SampleConfig()

@@ -19,8 +19,8 @@ class ImageError(BadInput):
     """A file that should be an image cannot be decoded, or is too large to decode safely."""
 
 
-class ParameterError(BadInput):
-    """An option is out of range or not finite."""
+class ParameterError(BadInput, ValueError):
+    """An option is out of range or not finite (also a ValueError, as Python code calling face0 expects)."""
 
 
 class NoFaceFound(Face0Error):
@@ -75,3 +75,10 @@ class ModelError(Face0Error):
     """A model directory is missing a part, is malformed, or does not fit the request."""
 
     exit_code = 9
+
+
+def one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message as one line without a final full stop (at most LIMIT characters), for the
+    sentence of a domain error that wraps it; the exception's type name when it has no message."""
+    text = " ".join(str(e).split()).rstrip(".") or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,4 +1,4 @@
-"""The commands of the foundation issue through typer's CliRunner: embed, character, mix, and every bad input."""
+"""The character commands through typer's CliRunner: embed, character, mix, and every bad input."""
 
 from __future__ import annotations
 
@@ -89,6 +89,7 @@ def test_embed_writes_character_readable_by_plain_h5py(embedded_store: Path, emb
     assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 600
 
 
+@pytest.mark.slow
 def test_embed_json_and_crop(photo_dir: Path, embedder_weights: Path, tmp_path: Path) -> None:
     r = run(
         "embed",
@@ -169,6 +170,7 @@ def test_embed_no_face_or_too_small(photo: str, needle: str, photo_dir: Path, em
     assert digest(store_path()) == before
 
 
+@pytest.mark.slow
 def test_embed_invalid_and_duplicate_names(photo_dir: Path, embedder_weights: Path) -> None:
     add_char("taken")
     before = digest(store_path())
@@ -285,6 +287,8 @@ def test_mix_weighted_mean_lerp_direction() -> None:
         (["alice=1", "bob=-1"], ""),
         (["alice"], ""),
         (["alice", "bob", "--t", "nan"], "finite"),
+        (["alice", "bob", "--t", "1.5"], "--extrapolate"),
+        (["alice", "bob", "--t", "-0.1"], "between 0 and 1"),
     ],
 )
 def test_mix_bad_input(args: list[str], needle: str) -> None:
@@ -296,9 +300,37 @@ def test_mix_bad_input(args: list[str], needle: str) -> None:
     assert digest(store_path()) == before
 
 
+def test_mix_extrapolates_only_when_asked() -> None:
+    a, b = add_char("alice", seed=1), add_char("bob", seed=2)
+    assert run("mix", "alice", "bob", "--t", "1.5", "--extrapolate", "--name", "far").exit_code == 0
+    np.testing.assert_allclose(
+        FaceStore(store_path()).get("far").vector, b.vector + 0.5 * (b.vector - a.vector), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("command", [["embed", "photo.jpg"], ["mix", "alice", "bob"]])
+def test_n_is_never_the_name(command: list[str]) -> None:
+    """-n is no short form of --name anywhere: --n is the image count of generate and debias."""
+    add_char("alice", seed=1)
+    add_char("bob", seed=2)
+    before = digest(store_path())
+    r = run(*command, "-n", "x")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert digest(store_path()) == before
+
+
+def test_a_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    add_char("alice", seed=1)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert_clean_error(run("character", "export", "alice", "--out", blocker / "sub" / "lib.h5"), "cannot write")
+    assert blocker.read_text() == "x" and not (tmp_path / "sub").exists()
+
+
 # ------------------------------------------------------------------------------------------------ start-up
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--help"], ["character", "list"], ["mix", "--help"]])
 def test_light_commands_do_not_import_torch(argv: list[str], tmp_path: Path) -> None:
     code = (
@@ -314,6 +346,7 @@ def test_light_commands_do_not_import_torch(argv: list[str], tmp_path: Path) -> 
     assert "TORCH=False" in p.stderr
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_version() -> None:
     p = subprocess.run([sys.executable, "-m", "face0cli", "--version"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("face0 ")

@@ -15,21 +15,7 @@ import pytest
 from PIL import Image
 
 from face0cli.errors import BadInput, EmbedderMismatch, MissingWeights
-from face0cli.evaluation.evaluate import (
-    EvalSpec,
-    Stat,
-    aggregate,
-    best_of_n_table,
-    compare,
-    cosine,
-    face_alignment,
-    load_spec,
-    paste_indicator,
-    pick_best,
-    run_eval,
-    score_image,
-    summarize,
-)
+from face0cli.evaluation.compare import compare
 from face0cli.evaluation.judges import (
     JUDGES,
     ClipFaceJudge,
@@ -41,8 +27,22 @@ from face0cli.evaluation.judges import (
     load_clip,
     make_judge,
 )
+from face0cli.evaluation.metrics import (
+    Stat,
+    aggregate,
+    best_of_n_table,
+    cosine,
+    face_alignment,
+    paste_indicator,
+    pick_best,
+    score_image,
+    summarize,
+)
+from face0cli.evaluation.runner import run_eval
+from face0cli.evaluation.spec import EvalSpec, SettingSpec, load_spec
 from face0cli.faces.embedders import Detection, pad_resize
-from face0cli.generation.generate import make_grid, read_png_params
+from face0cli.generation.generate import read_png_params
+from face0cli.generation.grids import make_grid
 
 DIM = 16
 EMBEDDER_ID = "tiny/random"  # tiny_pipeline's embedder id
@@ -249,7 +249,6 @@ def test_mean_std_and_best_of_n() -> None:
         rec("a", 1, "artistic", 0, 0.1, 0.1),
         rec("a", 1, "artistic", 1, 0.4, 0.4),  # best of (a, 1): seed 1: 0.8
     ]
-    from face0cli.evaluation.evaluate import SettingSpec
 
     fake = EvalSpec(identities=(), prompts=(), seeds=(0, 1), settings=(SettingSpec("s"),), judges=())
     agg = aggregate(records, fake, ["j"])["s"]["j"]
@@ -382,7 +381,7 @@ def test_spec_forms_yaml_and_json(tmp_path: Path, photo_dir: Path) -> None:
     spec = load_spec(write_spec(tmp_path, GOOD.replace("PHOTOS", str(photo_dir))))
     assert [p.tag for p in spec.prompts] == ["photo-real", "artistic"]
     assert spec.identities[0].photos[1].name == "grace_hopper.jpg" and spec.identities[0].group == "g1"
-    assert spec.settings[0].steps == 2 and spec.settings[0].c == 1.0  # the paper's defaults elsewhere
+    assert spec.settings[0].sample.steps == 2 and spec.settings[0].sample.c == 1.0  # the paper's defaults elsewhere
     assert [j.name for j in spec.judges] == ["clip-face"] and spec.clip == "openai/clip-vit-large-patch14"
     # relative photos are relative to the spec; JSON works too; seeds: N means 0..N-1; clip: null turns text off
     shutil.copy(photo_dir / "astronaut.jpg", tmp_path / "me.jpg")
@@ -392,7 +391,8 @@ def test_spec_forms_yaml_and_json(tmp_path: Path, photo_dir: Path) -> None:
     assert spec.identities[0].photos == ((tmp_path / "me.jpg").resolve(),)
     assert spec.seeds == (0, 1, 2) and spec.clip is None
     s = spec.settings[0]
-    assert (s.height, s.width) == (32, 64) and s.for_tag("artistic").c == 0.4 and s.for_tag("photo-real").c == 0.5
+    assert (s.sample.height, s.sample.width) == (32, 64)
+    assert s.for_tag("artistic").sample.c == 0.4 and s.for_tag("photo-real").sample.c == 0.5
     with pytest.raises(BadInput, match="does not exist"):
         load_spec(tmp_path / "missing.yaml")
     data["identities"] = 3
@@ -650,7 +650,7 @@ def test_the_example_spec_parses(tmp_path: Path, photo_dir: Path) -> None:
     assert spec.identities[2].character == "alice" and spec.identities[1].group == "women"
     assert {p.tag for p in spec.prompts} == {"photo-real", "artistic"} and spec.seeds == (0, 1, 2, 3)
     paper = spec.settings[0]
-    assert paper.for_tag("artistic").c == 0.55 and paper.for_tag("photo-real").c == 1.0
+    assert paper.for_tag("artistic").sample.c == 0.55 and paper.for_tag("photo-real").sample.c == 1.0
     assert [j.name for j in spec.judges] == ["clip-face", "facenet"]
 
 
@@ -705,3 +705,39 @@ judges: [facenet, clip-face]
     assert json.loads(r.stdout)["rows"]
     r = runner.invoke(app, ["eval", "compare", str(outs[0])])
     assert r.exit_code != 0 and r.stderr.startswith("error:")
+
+
+def test_judges_given_to_the_run_replace_the_specs(
+    tmp_path: Path, tiny_pipe: Any, photo_dir: Path, registry: Any
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        f"""\
+clip: null
+identities: {{ann: {photo_dir}/astronaut.jpg}}
+prompts: [a photo of a person]
+seeds: 1
+settings: {{base: {{steps: 2}}}}
+judges: [tiny]
+""",
+    )
+    res = tiny_run(spec, tmp_path / "out", CountingPipe(tiny_pipe), judges=["tiny2", "tiny2"])
+    assert [j["name"] for j in res.judges] == ["tiny2"]
+    assert set(res.images[0]["scores"]["judges"]) == {"tiny2"}
+    with pytest.raises(BadInput, match="no judge named 'nope'"):
+        tiny_run(spec, tmp_path / "out2", CountingPipe(tiny_pipe), judges=["nope"])
+
+
+def test_eval_help_shows_run_compare_and_the_judges() -> None:
+    from typer.testing import CliRunner
+
+    from face0cli.cli.app import app
+    from face0cli.cli.evaluating import BUILTIN_JUDGES
+
+    runner = CliRunner()
+    assert tuple(sorted(k for k in JUDGES if not k.startswith("tiny"))) == BUILTIN_JUDGES
+    r = runner.invoke(app, ["eval", "--help"])
+    assert r.exit_code == 0 and "run" in r.stdout and "compare" in r.stdout
+    r = runner.invoke(app, ["eval", "run", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "--judge" in r.stdout
+    assert all(name in r.stdout for name in BUILTIN_JUDGES)

@@ -330,6 +330,7 @@ def test_load_errors(gmm: FaceGMM, tmp_path: Path) -> None:
         FaceGMM.load(d)
 
 
+@pytest.mark.slow
 def test_load_and_sample_need_neither_sklearn_nor_torch(gmm: FaceGMM, tmp_path: Path) -> None:
     d = gmm.save(tmp_path / "g")
     code = (

@@ -190,6 +190,7 @@ def test_min_face_from_cfg(embedder: FacenetEmbedder, photo_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------------ embedding
 
 
+@pytest.mark.slow
 def test_seeded_embedding_is_deterministic(embedder: FacenetEmbedder, crops: dict[str, Image.Image]) -> None:
     pair = [crops["astronaut.jpg"], crops["grace_hopper.jpg"]]
     v = embedder.embed(pair)
@@ -223,6 +224,7 @@ def test_features_are_the_pooled_layer_before_dropout(embedder: FacenetEmbedder,
     np.testing.assert_allclose(embedder.embed([crop]), pooled[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pt", "safetensors"])
 def test_saved_weights_with_logits_load(
     fmt: str,
@@ -322,6 +324,7 @@ def test_bad_weights_files(case: str, needle: str, seeded_state: dict[str, Any],
 # ------------------------------------------------------------------------------------------------ photos
 
 
+@pytest.mark.slow
 def test_embed_photos_batch_matches_single_and_mean(embedder: FacenetEmbedder, photo_dir: Path) -> None:
     paths = [photo_dir / "astronaut.jpg", photo_dir / "grace_hopper.jpg"]
     results = embed_photos(embedder, paths)
@@ -392,6 +395,7 @@ def test_any_embedder_behind_the_protocol(photo_dir: Path) -> None:
         embed_photo(GridEmbedder([large], dim=2), photo_dir / "astronaut.jpg")
 
 
+@pytest.mark.slow
 def test_faces_module_does_not_import_torch() -> None:
     code = "import sys, face0cli.faces.embedders; assert not {'torch', 'facenet_pytorch'} & set(sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

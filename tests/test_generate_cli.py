@@ -52,6 +52,7 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
+@pytest.mark.slow
 def test_generate_writes_png_with_parameters_and_from_png_reproduces(tmp_path: Path) -> None:
     add_char("alice", dim=DIM, seed=1)
     out = tmp_path / "a.png"
@@ -85,6 +86,7 @@ def test_keep_the_seed_swap_the_face(tmp_path: Path) -> None:
     assert np.abs(pixels(tmp_path / "alice.png") - pixels(tmp_path / "bob.png")).max() > 0
 
 
+@pytest.mark.slow
 def test_generate_several_random_and_none(tmp_path: Path) -> None:
     r = gen("--face", "random:4", "--prompt", "x", "--n", 3, "--out", tmp_path / "r", "--json")
     assert r.exit_code == 0, r.output
@@ -98,6 +100,7 @@ def test_generate_several_random_and_none(tmp_path: Path) -> None:
     assert_clean_error(r, "--force")
 
 
+@pytest.mark.slow
 def test_sweep_grid(tmp_path: Path) -> None:
     add_char("alice", dim=DIM, seed=1)
     out = tmp_path / "sweep.png"
@@ -129,6 +132,64 @@ def test_jobs_file_reports_bad_lines_and_runs_the_rest(tmp_path: Path) -> None:
     assert [x["ok"] for x in lines] == [True, False, False, False, True]
     assert "ghost" in lines[2]["error"]
     assert (tmp_path / "j1.png").exists() and len(lines[4]["images"]) == 2
+
+
+def test_jobs_field_of_the_wrong_type_is_its_lines_error(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [
+        {"prompt": "p1", "seed": "five"},
+        {"prompt": "p2", "steps": True},
+        {"prompt": 3},
+        {"prompt": "p4", "face": 7},
+        {"prompt": "p5", "out": str(tmp_path / "ok.png")},
+    ]
+    jobs.write_text("\n".join(json.dumps(x) for x in lines))
+    r = run("generate", "--jobs", jobs, "--out", tmp_path / "jobs-out")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["ok"] for x in records] == [False, False, False, False, True]
+    assert "'seed' must be a whole number" in records[0]["error"] and "'steps'" in records[1]["error"]
+    assert "'prompt' must be text" in records[2]["error"] and "'face'" in records[3]["error"]
+    assert len(r.stderr.strip().splitlines()) == 4 and (tmp_path / "ok.png").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "--steps", "2", "--prompt", "x", "--out", "{blocker}/sub/a.png"],
+        ["generate", "--steps", "2", "--prompt", "x", "--n", "2", "--out", "{blocker}/sub"],
+        ["debias", "--steps", "2", "--prompt", "x", "--n", "2", "--out", "{blocker}/d"],
+        ["mix", "alice", "bob", "--name", "ab", "--strip", "3", "--out", "{blocker}/s.png"],
+        ["eval", "run", "spec.yaml", "--out", "{blocker}/e"],
+        ["eval", "spec.yaml", "--out", "{blocker}"],
+    ],
+)
+def test_out_folder_that_cannot_be_created(command: list[str], tmp_path: Path) -> None:
+    add_char("alice", dim=DIM, seed=1)
+    add_char("bob", dim=DIM, seed=2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    before = digest(store_path())
+    r = run(*[a.replace("{blocker}", str(blocker)) for a in command])
+    assert_clean_error(r, "--out", "a-file")
+    assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "store"]
+    assert digest(store_path()) == before
+
+
+def test_pickled_model_weights_are_refused(tmp_path: Path, model_dir: Path) -> None:
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    model = tmp_path / "pickled"
+    shutil.copytree(model_dir, model)
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), model / "unet" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    r = gen("--prompt", "x", "--model", model, "--out", tmp_path / "a.png")
+    assert_clean_error(r, "face0 loads safetensors only")
+    assert not (tmp_path / "a.png").exists()
 
 
 def test_debias_and_keep_a_face(tmp_path: Path, model_dir: Path) -> None:
@@ -215,6 +276,7 @@ def test_bad_models(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyP
     assert not (tmp_path / "n.png").exists()
 
 
+@pytest.mark.slow
 def test_generate_from_a_photo_with_the_models_embedder(
     photo_dir: Path, embedder_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

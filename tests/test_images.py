@@ -238,6 +238,7 @@ def test_pil_decompression_bomb_becomes_image_error(tmp_path: Path) -> None:
         load_image(path, max_pixels=100_000_000)
 
 
+@pytest.mark.slow
 def test_images_module_does_not_import_torch() -> None:
     code = "import sys, face0cli.faces.images; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

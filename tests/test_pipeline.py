@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -261,7 +262,7 @@ def test_embedding_dimension_is_checked(pipe: Face0Pipeline) -> None:
         ({"c": float("inf")}, "c must be a finite"),
         ({"a": float("nan")}, "a must be a finite"),
         ({"variety": -0.1}, "variety"),
-        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"num_inference_steps": 0}, "steps must be a whole number"),
         ({"height": 30}, "height"),
         ({"width": 0}, "width"),
         ({"scheduler": "heun"}, "ddim, dpm\\+\\+, euler, euler-a, pndm"),
@@ -337,17 +338,24 @@ def test_save_writes_the_format(model_dir: Path) -> None:
     assert index["projector"] == ["face0cli.model.projector", "FaceProjector"]
 
 
-def test_round_trip_gives_identical_images(model_dir: Path) -> None:
+def test_round_trip_keeps_the_weights_and_the_images(model_dir: Path) -> None:
     original = tiny_pipeline(seed=1, embed_dim=32)
     loaded = Face0Pipeline.from_pretrained(model_dir)
     assert loaded.face0_config == original.face0_config
     assert loaded.gmm is not None and loaded.gmm.dim == 32
+    # the weights survive bit for bit ...
+    for part in ("unet", "vae", "text_encoder", "projector"):
+        saved, again = getattr(original, part).state_dict(), getattr(loaded, part).state_dict()
+        assert saved.keys() == again.keys(), part
+        assert all(torch.equal(saved[k], again[k]) for k in saved), part
+    # ... and the images agree up to float rounding of separately built modules (kernel order)
     face = loaded.gmm.sample(1, seed=0)[0]
     for c, a in ((1.0, 0.0), (0.5, 0.0), (1.4, 1.0)):
         kw = dict(c=c, a=a, num_inference_steps=3, output_type="np")
-        np.testing.assert_array_equal(
+        np.testing.assert_allclose(
             loaded(PROMPT, face, generator=gen(2), **kw).images,
             original(PROMPT, face, generator=gen(2), **kw).images,
+            atol=1e-5,
         )
 
 
@@ -368,6 +376,17 @@ def test_missing_part(model_dir: Path, tmp_path: Path, part: str) -> None:
     target = d / part
     shutil.rmtree(target) if target.is_dir() else target.unlink()
     with pytest.raises(ModelError, match=f"{part}.* is missing|{part}/ is missing"):
+        Face0Pipeline.from_pretrained(d)
+
+
+def test_pickled_weights_are_refused(model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    d = copy_model(model_dir, tmp_path)
+    weights = d / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), d / "unet" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(ModelError, match=r"^face0 loads safetensors only, .*unet.*diffusion_pytorch_model\.bin"):
         Face0Pipeline.from_pretrained(d)
 
 
@@ -485,3 +504,78 @@ def test_from_sd_refuses_what_is_not_sd1(sd_dir: Path, tmp_path: Path) -> None:
         Face0Pipeline.from_sd(wrong, embedder_id="e", embed_dim=8)
     with pytest.raises(ModelError, match="cannot load the Stable Diffusion base"):
         Face0Pipeline.from_sd(tmp_path / "nothing-here", embedder_id="e", embed_dim=8)
+
+
+# ------------------------------------------------------------------------------------ diffusers' call contract
+
+
+def test_guidance_scale_is_w_and_parameter_errors_are_value_errors(pipe: Face0Pipeline) -> None:
+    face = rng_vector(32, 1)
+
+    def run(**kw: Any) -> torch.Tensor:
+        return pipe(PROMPT, face, num_inference_steps=2, generator=gen(0), output_type="latent", **kw).images
+
+    assert torch.equal(run(guidance_scale=3.0), run(w=3.0))
+    assert torch.equal(run(guidance_scale=3.0, w=3.0), run(w=3.0))
+    assert (run(guidance_scale=3.0) - run()).abs().max() > 1e-4  # default w = SampleConfig's 7.5
+    with pytest.raises(ParameterError, match="one setting"):
+        run(guidance_scale=3.0, w=4.0)
+    with pytest.raises(ValueError, match="steps"):
+        pipe(PROMPT, face, num_inference_steps=0)
+
+
+def test_latents_and_return_dict(pipe: Face0Pipeline) -> None:
+    face = rng_vector(32, 1)
+    noise = torch.randn((1, 4, 8, 8), generator=gen(0))
+    kw = dict(num_inference_steps=2, output_type="latent")
+    drawn = pipe(PROMPT, face, generator=gen(0), **kw).images
+    given = pipe(PROMPT, face, latents=noise.clone(), generator=gen(5), **kw).images
+    assert torch.equal(drawn, given)  # the given noise is the noise the generator draws first
+    with pytest.raises(ParameterError, match="latents must have the shape"):
+        pipe(PROMPT, face, latents=torch.zeros(1, 4, 4, 4), **kw)
+    images, per_step, calls, plan = pipe(PROMPT, face, generator=gen(0), return_dict=False, **kw)
+    assert torch.equal(images, drawn) and per_step == 2 and calls == 4 and len(plan) == 2
+
+
+def test_callback_on_step_end_reads_and_replaces_tensors(pipe: Face0Pipeline) -> None:
+    seen: list[tuple[int, tuple[str, ...], float]] = []
+
+    def on_step(p: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        seen.append((step, tuple(sorted(kwargs)), p.guidance_scale))
+        return {"latents": torch.zeros_like(kwargs["latents"])} if step == 2 else {}
+
+    out = pipe(
+        PROMPT,
+        rng_vector(32, 1),
+        num_inference_steps=3,
+        generator=gen(0),
+        output_type="latent",
+        guidance_scale=5.0,
+        callback_on_step_end=on_step,
+        callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
+    )
+    assert seen == [(i, ("latents", "prompt_embeds"), 5.0) for i in range(3)] and pipe.num_timesteps == 3
+    assert torch.count_nonzero(out.images) == 0  # the last step's replacement is the result
+    with pytest.raises(ParameterError, match="callback_on_step_end_tensor_inputs"):
+        pipe(
+            PROMPT, None, num_inference_steps=1, callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["x"]
+        )
+
+
+def test_diffusers_pipeline_callback_objects_work(pipe: Face0Pipeline) -> None:
+    from diffusers.callbacks import PipelineCallback
+
+    class Count(PipelineCallback):
+        tensor_inputs = ["latents"]
+
+        def __init__(self) -> None:
+            super().__init__(cutoff_step_ratio=1.0)
+            self.steps: list[int] = []
+
+        def callback_fn(self, pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
+            self.steps.append(step_index)
+            return callback_kwargs
+
+    count = Count()
+    pipe(PROMPT, None, num_inference_steps=2, generator=gen(0), output_type="latent", callback_on_step_end=count)
+    assert count.steps == [0, 1]

@@ -218,6 +218,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(reference: Path, folder: 
     assert_same_file(out, reference)
 
 
+@pytest.mark.slow
 def test_killed_process_resumes(reference: Path, folder: Path, embedder: Any, tmp_path: Path) -> None:
     out = tmp_path / "t.h5"
     code = (
@@ -335,6 +336,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_with_accelerate(reference: Path, folder: Path, tmp_path: Path) -> None:
     """A real 2-process run (gloo on CPU): each rank preps its shard, rank 0 merges."""
     out = tmp_path / "t.h5"

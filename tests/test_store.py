@@ -344,6 +344,7 @@ def test_default_store_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert default_store_path() == tmp_path / "home" / ".local" / "share" / "face0" / "characters.h5"
 
 
+@pytest.mark.slow
 def test_store_module_imports_no_torch_or_sklearn() -> None:
     code = "import sys, face0cli.library.store; print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60)
@@ -506,6 +507,7 @@ for i in range(n):
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_nothing(lib: FaceStore, tmp_path: Path) -> None:
     lib.add(char("seed"))
     go = tmp_path / "go"
@@ -541,6 +543,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["inside_h5py_write", "before_replace"])
 def test_sigkill_mid_write_keeps_previous_file(where: str, lib: FaceStore, tmp_path: Path) -> None:
     lib.add_many([char("alice", 1), char("bob", 2)])
@@ -591,6 +594,7 @@ def test_sigkill_mid_write_keeps_previous_file(where: str, lib: FaceStore, tmp_p
     assert lib.names() == ["alice", "bob", "carol"] and temps(lib.path.parent) == []
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_a_consistent_prefix(lib: FaceStore, tmp_path: Path) -> None:
     """A writer adding characters one by one, killed at arbitrary moments: the file always opens and holds
     exactly the characters of some completed write."""

@@ -185,9 +185,8 @@ def test_projector_normalize_gives_tokens_the_text_scale() -> None:
 
 
 def test_default_model_architecture_is_sd_shaped() -> None:
-    from face0cli.synthetic.model import CONTEXT_DIM, make_text_encoder, make_unet, make_vae
-
     from face0cli.model.tiny import tiny_tokenizer
+    from face0cli.synthetic.model import CONTEXT_DIM, make_text_encoder, make_unet, make_vae
 
     unet, vae = make_unet(), make_vae()
     te = make_text_encoder(tiny_tokenizer(caption_words()))

@@ -413,6 +413,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(world: World
 # ------------------------------------------------------------------------------------------------ processes
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_model(world: World, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

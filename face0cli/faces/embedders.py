@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from face0cli.config import CropConfig
-from face0cli.errors import BadInput, EmbedderMismatch, FaceTooSmall, MissingWeights, NoFaceFound
+from face0cli.errors import BadInput, EmbedderMismatch, FaceTooSmall, MissingWeights, NoFaceFound, one_line
 from face0cli.faces.images import file_sha256, load_image
 
 if TYPE_CHECKING:
@@ -372,7 +372,7 @@ def load_facenet_weights(model: Any, path: Path) -> None:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to read the file is the user's file's fault
-        raise BadInput(f"the face embedder weights {path} cannot be read as a state dict ({_short(e)}).") from e
+        raise BadInput(f"the face embedder weights {path} cannot be read as a state dict ({one_line(e)}).") from e
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -381,7 +381,7 @@ def load_facenet_weights(model: Any, path: Path) -> None:
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
-        raise BadInput(f"the face embedder weights {path} do not fit InceptionResnetV1 ({_short(e)}).") from e
+        raise BadInput(f"the face embedder weights {path} do not fit InceptionResnetV1 ({one_line(e)}).") from e
     problems = [f"missing {', '.join(result.missing_keys[:3])}"] if result.missing_keys else []
     if result.unexpected_keys:
         problems.append(f"unexpected {', '.join(result.unexpected_keys[:3])}")
@@ -389,11 +389,6 @@ def load_facenet_weights(model: Any, path: Path) -> None:
         raise BadInput(
             f"the face embedder weights {path} are not an InceptionResnetV1 state dict ({'; '.join(problems)})."
         )
-
-
-def _short(e: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(e).split()).rstrip(".") or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ------------------------------------------------------------------------------------------------ photos

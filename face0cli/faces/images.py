@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from face0cli.config import CropConfig
-from face0cli.errors import BadInput, ImageError
+from face0cli.errors import BadInput, ImageError, one_line
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
@@ -116,11 +116,11 @@ def _open_checked(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
                 )
             image.load()  # decodes every pixel: with LOAD_TRUNCATED_IMAGES False, truncation fails here
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{label} is refused as a possible decompression bomb: {_one_line(e)}.") from e
+        raise ImageError(f"{label} is refused as a possible decompression bomb: {one_line(e)}.") from e
     except UnidentifiedImageError as e:
         raise ImageError(f"{label} is not an image that can be read (unknown or corrupt format).") from e
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-        raise ImageError(f"{label} cannot be decoded; it is truncated or corrupt ({_one_line(e)}).") from e
+        raise ImageError(f"{label} cannot be decoded; it is truncated or corrupt ({one_line(e)}).") from e
     return image
 
 
@@ -129,7 +129,7 @@ def _to_rgb(image: Image.Image, label: str) -> Image.Image:
     try:
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, KeyError, TypeError) as e:
-        raise ImageError(f"{label} has EXIF orientation data that cannot be applied ({_one_line(e)}).") from e
+        raise ImageError(f"{label} has EXIF orientation data that cannot be applied ({one_line(e)}).") from e
     mode = image.mode
     if mode in _WIDE_GREY_MODES:
         return _wide_grey_to_l(image).convert("RGB")
@@ -142,7 +142,7 @@ def _to_rgb(image: Image.Image, label: str) -> Image.Image:
     try:
         return image.convert("RGB")
     except (ValueError, OSError) as e:
-        raise ImageError(f"{label} has pixel mode {mode}, which cannot be turned into RGB ({_one_line(e)}).") from e
+        raise ImageError(f"{label} has pixel mode {mode}, which cannot be turned into RGB ({one_line(e)}).") from e
 
 
 def _wide_grey_to_l(image: Image.Image) -> Image.Image:
@@ -160,8 +160,3 @@ def _wide_grey_to_l(image: Image.Image) -> Image.Image:
     else:
         scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text.rstrip(".")

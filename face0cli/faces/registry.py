@@ -77,3 +77,27 @@ def embedder_for_model(
             f"the model was trained with the embedder {embedder_id}, but the embedder found is {emb.id}."
         )
     return emb
+
+
+def embedder_for_embed(
+    model: str | os.PathLike[str] | None, *, weights: str | os.PathLike[str] | None = None, device: str = "cpu"
+) -> Any:
+    """The embedder `face0 embed` uses: VGGFace2 InceptionResnetV1 when its weights are given; otherwise the
+    embedder of MODEL (a local face0 model directory; None: the embedded default model).
+
+    A hub id is not opened here (no download): its embedder is taken to be InceptionResnetV1.
+    """
+    if weights is not None:
+        return open_embedder(None, weights=weights, device=device)
+    if model is None:
+        from face0cli.synthetic.default import default_model
+
+        model = default_model()
+    path = Path(model)
+    if not path.is_dir():
+        return open_embedder(None, device=device)
+    from face0cli.model.pipeline import FACE0_JSON, Face0Config
+
+    if not (path / FACE0_JSON).is_file():
+        raise ModelError(f"{path} is not a face0 model directory (no {FACE0_JSON}).")
+    return embedder_for_model(Face0Config.load(path / FACE0_JSON).embedder_id, path, device=device)

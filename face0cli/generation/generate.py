@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from face0cli import __version__
@@ -54,38 +54,50 @@ class Face:
 
 @dataclass
 class Request:
-    """One generation request: a prompt, a face and the sampler settings (paper §2.2 defaults)."""
+    """One generation request: a prompt, a face, seeds and the sampler settings (paper §2.2 defaults).
+
+    Attributes:
+        sample: the sampler's settings (w, c, a, variety, steps, scheduler, size), checked by SampleConfig.
+        n: images; image i uses seed + i.
+    """
 
     prompt: str
     face: Face
     seed: int = 0
     n: int = 1
-    w: float = SAMPLE_DEFAULTS.w
-    c: float = SAMPLE_DEFAULTS.c
-    a: float = SAMPLE_DEFAULTS.a
-    variety: float = SAMPLE_DEFAULTS.variety
-    steps: int = SAMPLE_DEFAULTS.steps
-    scheduler: str = SAMPLE_DEFAULTS.scheduler
-    height: int | None = None
-    width: int | None = None
+    sample: SampleConfig = SAMPLE_DEFAULTS
     negative: str = ""
     model: str = ""
 
     def check(self) -> None:
-        """ParameterError for an out-of-range or non-finite setting (SampleConfig's checks), n or seed."""
-        SampleConfig(self.w, self.c, self.a, self.variety, self.steps, self.scheduler, self.height, self.width)
-        if int(self.n) != self.n or self.n < 1:
-            raise ParameterError(f"--n must be a whole number >= 1, got {self.n}.")
-        if int(self.seed) != self.seed or self.seed < 0:
-            raise ParameterError(f"--seed must be a whole number >= 0, got {self.seed}.")
+        """ParameterError for an out-of-range n or seed (SampleConfig checked the sampler's settings)."""
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ParameterError(f"--n must be a whole number >= 1, got {self.n!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ParameterError(f"--seed must be a whole number >= 0, got {self.seed!r}.")
+        if not isinstance(self.prompt, str) or not isinstance(self.negative, str):
+            raise ParameterError("the prompt and the negative prompt must be text.")
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with CHANGES; sampler settings (w, c, a, variety, steps, scheduler, height, width) go into
+        `sample`, and are checked."""
+        sample_keys = {f.name for f in dataclasses.fields(SampleConfig)}
+        sample = {k: changes.pop(k) for k in list(changes) if k in sample_keys}
+        if sample:
+            changes["sample"] = dataclasses.replace(self.sample, **sample)
+        return dataclasses.replace(self, **changes)
 
     def params(self, index: int) -> dict[str, Any]:
-        """The parameters of image `index` of this request, as written into its PNG."""
-        d = dataclasses.asdict(self)
-        d.pop("face")
-        d.pop("n")
-        d["seed"] = self.seed + index
-        return {"face0_version": __version__, **d, "face": self.face.to_json()}
+        """The parameters of image `index` of this request, as written into its PNG (sampler settings flat)."""
+        return {
+            "face0_version": __version__,
+            "prompt": self.prompt,
+            "seed": self.seed + index,
+            **dataclasses.asdict(self.sample),
+            "negative": self.negative,
+            "model": self.model,
+            "face": self.face.to_json(),
+        }
 
 
 def parse_size(text: str | None) -> tuple[int | None, int | None]:
@@ -121,6 +133,7 @@ def resolve_face(
     model_dim: int,
     gmm: Any = None,
     embed_photo: Callable[[Path], tuple[np.ndarray, dict[str, Any]]] | None = None,
+    examples: Any = None,
 ) -> Face:
     """Turn `--face` into an embedding: a library name, a photo path, `random[:SEED]` (the model's GMM) or `none`.
 
@@ -130,6 +143,8 @@ def resolve_face(
         model_embedder_id, model_dim: what the model's projector expects.
         gmm: the model's FaceGMM (for random faces), or None.
         embed_photo: path -> (vector (D,), provenance); only called for photos.
+        examples: a FaceStore of the model's example characters, or None; a name is looked up in the user's
+            library first, then there.
     """
     if spec is None or spec.lower() in ("none", "no", ""):
         return Face(None, "none", {"kind": "none"})
@@ -148,6 +163,8 @@ def resolve_face(
         vec, prov = embed_photo(path)
         face = face_from_vector(vec, path.name, {"kind": "photo", **prov})
     else:
+        if examples is not None and not _in_store(store, spec) and _in_store(examples, spec):
+            store = examples
         char = store.get(spec)
         if char.embedder_id != model_embedder_id:
             raise EmbedderMismatch(
@@ -203,9 +220,20 @@ def read_png_params(path: Path) -> dict[str, Any]:
 
 def request_from_params(params: dict[str, Any]) -> Request:
     """Rebuild the request of one image from its PNG parameters (n = 1, the image's own seed)."""
-    names = {f.name for f in dataclasses.fields(Request)} - {"face", "n"}
-    kwargs = {k: params[k] for k in names if k in params}
-    req = Request(face=Face.from_json(params.get("face", {})), n=1, **kwargs)
+    sample_keys = {f.name for f in dataclasses.fields(SampleConfig)}
+    try:
+        sample = SampleConfig(**{k: params[k] for k in sample_keys if k in params})
+        req = Request(
+            prompt=params.get("prompt", ""),
+            face=Face.from_json(params.get("face", {})),
+            seed=params.get("seed", 0),
+            n=1,
+            sample=sample,
+            negative=params.get("negative", ""),
+            model=params.get("model", ""),
+        )
+    except (TypeError, ValueError) as e:
+        raise BadInput(f"the face0 parameters of the image have a field of the wrong type ({e}).") from e
     req.check()
     return req
 
@@ -232,89 +260,28 @@ def render(
     import torch
 
     req.check()
+    s = req.sample
     for i in range(req.n):
         gen = torch.Generator(device="cpu").manual_seed(req.seed + i)
         out = pipe(
             req.prompt,
             req.face.vector,
             negative_prompt=req.negative,
-            w=req.w,
-            c=req.c,
-            a=req.a,
-            variety=req.variety,
-            num_inference_steps=req.steps,
-            height=req.height,
-            width=req.width,
+            w=s.w,
+            c=s.c,
+            a=s.a,
+            variety=s.variety,
+            num_inference_steps=s.steps,
+            height=s.height,
+            width=s.width,
             generator=gen,
-            scheduler=req.scheduler,
+            scheduler=s.scheduler,
             callback=(lambda *args, **kw: on_step()) if on_step else None,
         )
         yield i, out.images[0], {"unet_calls_per_step": getattr(out, "unet_calls_per_step", None)}
 
 
-# ------------------------------------------------------------------------------------------------- grids
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without scalable default font
-        return ImageFont.load_default()
-
-
-def make_grid(
-    images: Sequence[Image.Image],
-    rows: int,
-    cols: int,
-    *,
-    row_labels: Sequence[str] | None = None,
-    col_labels: Sequence[str] | None = None,
-    title: str = "",
-    tile: int | None = None,
-    tile_labels: Sequence[str] | None = None,
-) -> Image.Image:
-    """Lay images out in a labelled grid (paper Fig. 5-7 style): rows x cols tiles, labels on the left and top."""
-    if len(images) != rows * cols:
-        raise ValueError(f"{len(images)} images do not fill a {rows}x{cols} grid")
-    w0, h0 = images[0].size
-    tile = tile or max(w0, 128)
-    scale = tile / w0
-    tw, th = tile, int(round(h0 * scale))
-    fsize = max(12, tile // 12)
-    font = _font(fsize)
-    left = (max((len(s) for s in row_labels), default=0) * fsize * 0.6 + 12) if row_labels else 0
-    left = int(left)
-    top = (fsize + 12 if col_labels else 0) + (fsize + 14 if title else 0)
-    pad = 4
-    W = left + cols * (tw + pad) + pad
-    H = top + rows * (th + pad) + pad
-    canvas = Image.new("RGB", (W, H), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    y_title = 6
-    if title:
-        draw.text((pad + 2, y_title), title, fill=(0, 0, 0), font=font)
-    ycol = (fsize + 14 if title else 0) + 4
-    for j in range(cols):
-        x = left + pad + j * (tw + pad)
-        if col_labels:
-            draw.text((x + 2, ycol), col_labels[j], fill=(0, 0, 0), font=font)
-    for i in range(rows):
-        y = top + pad + i * (th + pad)
-        if row_labels:
-            draw.text((6, y + th // 2 - fsize // 2), row_labels[i], fill=(0, 0, 0), font=font)
-        for j in range(cols):
-            x = left + pad + j * (tw + pad)
-            im = images[i * cols + j].convert("RGB")
-            if im.size != (tw, th):
-                im = im.resize((tw, th), Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS)
-            canvas.paste(im, (x, y))
-            label = tile_labels[i * cols + j] if tile_labels else ""
-            if label:
-                small = _font(max(10, fsize * 3 // 4))
-                x1, y1, x2, y2 = draw.textbbox((x + 3, y + 3), label, font=small)
-                draw.rectangle((x1 - 2, y1 - 2, x2 + 2, y2 + 2), fill=(0, 0, 0))
-                draw.text((x + 3, y + 3), label, fill=(255, 255, 255), font=small)
-    return canvas
+# ------------------------------------------------------------------------------------------------ sweeps
 
 
 def parse_sweep(specs: Sequence[str]) -> list[tuple[str, list[float]]]:
@@ -353,7 +320,7 @@ def sweep_requests(
             for k, v in ((rk, r), (ck, c)):
                 if k:
                     changes[k] = int(v) if k in ("seed", "steps") else v
-            req = dataclasses.replace(base, n=1, **changes)
+            req = base.replace(n=1, **changes)
             req.check()
             reqs.append(req)
     row_labels = [f"{rk}={_fmt(v)}" for v in rv] if rk else [""]

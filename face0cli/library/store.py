@@ -42,12 +42,9 @@ from face0cli.errors import (
     StoreError,
     UnknownCharacter,
 )
+from face0cli.library.names import NAME_SHAPE, is_valid_name
 
-NAME_RULE = (
-    "a name has 1 to 64 letters, digits, '-', '_' or '.', starts with a letter or digit, "
-    "and is not one of the reserved words 'random' and 'none'"
-)
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_RULE = f"a name has {NAME_SHAPE}, and is not one of the reserved words 'random' and 'none'"
 RESERVED_NAMES = frozenset({"random", "none"})
 
 KINDS: tuple[str, ...] = ("photo", "random", "mix")
@@ -77,7 +74,7 @@ def check_name(name: str) -> str:
     Args:
         name: a proposed character name (also the HDF5 dataset name, so '/' and '.' alone are refused).
     """
-    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
+    if not is_valid_name(name):
         raise InvalidName(f"invalid character name {name!r}: {NAME_RULE}.")
     if name.lower() in RESERVED_NAMES:
         raise InvalidName(

@@ -42,7 +42,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 import face0cli.projector  # noqa: F401  (model directories of face0 0.1 name this module; diffusers needs it imported)
-from face0cli.errors import ModelError, NewerFormat, ParameterError
+from face0cli.config import SAMPLE_DEFAULTS, SampleConfig
+from face0cli.errors import ModelError, NewerFormat, ParameterError, one_line
 from face0cli.library.face_space import FaceGMM
 from face0cli.model import guidance
 from face0cli.model.conditioning import build_conditions, encode_prompts, last_positions
@@ -226,6 +227,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
     """
 
     model_cpu_offload_seq = "text_encoder->projector->unet->vae"  # type: ignore[assignment]
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]  # what callback_on_step_end may read and replace
 
     def __init__(
         self,
@@ -275,9 +277,9 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         _check_parts(path, skip=[k for k in COMPONENTS if k in kwargs])
         cfg = Face0Config.load(path / FACE0_JSON)
         try:
-            pipe = super().from_pretrained(str(path), **kwargs)
+            pipe = super().from_pretrained(str(path), **{"use_safetensors": True, **kwargs})
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise ModelError(f"cannot load the model in {path}: {_first_line(e)}") from e
+            raise ModelError(f"cannot load the model in {path}: {one_line(e)}.") from e
         cfg.check(pipe)
         pipe.face0_config = cfg
         if (path / GMM_DIR).is_dir():
@@ -346,7 +348,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
                     **load_kwargs,
                 ).components
             except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-                raise ModelError(f"cannot load the Stable Diffusion base {where}: {_first_line(e)}") from e
+                raise ModelError(f"cannot load the Stable Diffusion base {where}: {one_line(e)}.") from e
         missing = [k for k in SD_COMPONENTS if comps.get(k) is None]
         if missing:
             raise ModelError(f"the base {where} has no {', '.join(missing)}.")
@@ -390,6 +392,15 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
 
     # ----------------------------------------------------------------------------------------- sampling
 
+    @property
+    def guidance_scale(self) -> float:
+        """w of the running (or last) call, as diffusers' callbacks read it."""
+        return float(getattr(self, "_guidance_scale", SAMPLE_DEFAULTS.w))
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(getattr(self, "_num_timesteps", 0))
+
     def check_inputs(
         self,
         prompts: Sequence[str],
@@ -403,26 +414,20 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         height: int,
         width: int,
         num_images_per_prompt: int,
+        scheduler: str | None = None,
     ) -> None:
-        """Raise ParameterError / ModelError for a request the model cannot run (paper §2.2 ranges)."""
+        """Raise ParameterError / ModelError for a request the model cannot run (paper §2.2 ranges, through
+        SampleConfig)."""
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ParameterError("prompt must be a string or a non-empty list of strings.")
         if len(negatives) != len(prompts) or not all(isinstance(n, str) for n in negatives):
             raise ParameterError(f"give one negative prompt or {len(prompts)} (one per prompt), as strings.")
-        guidance.validate(w, c, a)
-        if isinstance(variety, bool) or not isinstance(variety, (int, float)) or not math.isfinite(variety):
-            raise ParameterError(f"variety must be a finite number, got {variety!r}.")
-        if variety < 0:
-            raise ParameterError(f"variety must be >= 0, got {variety}.")
-        for name, value in (
-            ("num_inference_steps", num_inference_steps),
-            ("num_images_per_prompt", num_images_per_prompt),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ParameterError(f"{name} must be a whole number >= 1, got {value!r}.")
-        for name, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 8 or value % 8:
-                raise ParameterError(f"{name} must be a positive multiple of 8, got {value!r}.")
+        # the sampler's settings: SampleConfig's checks, the same as generate's and eval's
+        steps = int(num_inference_steps) if isinstance(num_inference_steps, np.integer) else num_inference_steps
+        SampleConfig(w, c, a, variety, steps, scheduler or SAMPLE_DEFAULTS.scheduler, height, width)
+        n = num_images_per_prompt
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ParameterError(f"num_images_per_prompt must be a whole number >= 1, got {n!r}.")
         if face is not None:
             expected = self.face0_config.embed_dim
             if face.ndim not in (1, 2) or face.shape[-1] != expected:
@@ -524,13 +529,13 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         face: np.ndarray | torch.Tensor | None = None,
         *,
         negative_prompt: str | list[str] = "",
-        w: float = 7.5,
-        c: float = 1.0,
-        a: float = 0.0,
-        variety: float = 0.0,
-        num_inference_steps: int = 50,
-        height: int | None = None,
-        width: int | None = None,
+        w: float | None = None,
+        c: float = SAMPLE_DEFAULTS.c,
+        a: float = SAMPLE_DEFAULTS.a,
+        variety: float = SAMPLE_DEFAULTS.variety,
+        num_inference_steps: int = SAMPLE_DEFAULTS.steps,
+        height: int | None = SAMPLE_DEFAULTS.height,
+        width: int | None = SAMPLE_DEFAULTS.width,
         generator: Generators = None,
         num_images_per_prompt: int = 1,
         scheduler: str | None = None,
@@ -543,6 +548,11 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         controlnet: Any = None,
         control_image: PipelineImageInput | None = None,
         controlnet_conditioning_scale: float = 1.0,
+        guidance_scale: float | None = None,
+        latents: torch.Tensor | None = None,
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, torch.Tensor, dict[str, Any]], dict[str, Any]] | Any = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> Face0PipelineOutput:
         """Generate images of the prompt with the face (paper §2.2 guidance, §3 uses).
 
@@ -553,7 +563,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             prompt: one prompt or P prompts.
             face: (D,) one face for all prompts, (P, D) one per prompt, or None for no face (zero tokens).
             negative_prompt: the "no text" condition, one or P strings (default: the empty prompt).
-            w: guidance scale.
+            w: guidance scale (default SampleConfig's, 7.5); `guidance_scale` is the same, by diffusers' name.
             c: weight of text-and-face in the conditional part (1 = photo-real, plain CFG cost).
             a: weight of face-only against text-only in the rest (0 or 1 keeps 3 evaluations at most).
             variety: noise on the embedding, in units of its rms (see project_faces); no face, no noise.
@@ -574,11 +584,34 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             controlnet: a diffusers ControlNetModel for the model's base (e.g. an OpenPose ControlNet).
             control_image: its condition image (e.g. a pose skeleton), one or one per prompt.
             controlnet_conditioning_scale: multiplies the ControlNet's residuals.
+            guidance_scale: w, by diffusers' name (give one of the two, or both equal).
+            latents: (P * N, C, H / 8, W / 8) initial noise in place of noise drawn from the generator.
+            return_dict: False returns a tuple (images, unet_calls_per_step, unet_calls, plan).
+            callback_on_step_end: diffusers' step callback, called after every sampler step as
+                callback_on_step_end(pipe, step, timestep, callback_kwargs) -> dict; callback_kwargs holds the
+                tensors named in callback_on_step_end_tensor_inputs ("latents", "prompt_embeds": the guidance
+                branches' contexts), and the tensors in the returned dict replace them. A diffusers
+                PipelineCallback or MultiPipelineCallbacks names its own tensor inputs.
+            callback_on_step_end_tensor_inputs: the tensors given to callback_on_step_end.
+
+        Defaults of the sampler's settings come from SampleConfig, and SampleConfig checks them.
 
         Returns:
-            Face0PipelineOutput with P * N images (prompt-major) and the UNet evaluations they cost.
+            Face0PipelineOutput with P * N images (prompt-major) and the UNet evaluations they cost, or its
+            fields as a tuple (return_dict=False).
         """
         # 0. Check inputs
+        if w is not None and guidance_scale is not None and w != guidance_scale:
+            raise ParameterError(
+                f"w and guidance_scale are one setting; got w={w} and guidance_scale={guidance_scale}."
+            )
+        w = w if w is not None else guidance_scale if guidance_scale is not None else SAMPLE_DEFAULTS.w
+        tensor_inputs = list(getattr(callback_on_step_end, "tensor_inputs", None) or callback_on_step_end_tensor_inputs)
+        unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ParameterError(
+                f"callback_on_step_end_tensor_inputs takes {', '.join(self._callback_tensor_inputs)}; got {unknown}."
+            )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         neg = negative_prompt
         negatives = [neg] * len(prompts) if isinstance(neg, str) else list(neg)
@@ -605,6 +638,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             height,
             width,
             num_images_per_prompt,
+            scheduler,
         )
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ParameterError(f"output_type must be pil, np, pt or latent, got {output_type!r}.")
@@ -636,7 +670,12 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         if init_pixels is not None:
             timesteps, steps_run = img2img_timesteps(sampler, num_inference_steps, strength)
             image_latents = self.prepare_image_latents(init_pixels, len(prompts), num_images_per_prompt, generator)
-        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if latents is None:
+            noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ParameterError(f"latents must have the shape {shape}, got {tuple(latents.shape)}.")
+        else:
+            noise = latents.to(device=device, dtype=dtype)
         if image_latents is None or (mask_image is not None and strength == 1.0):
             latents = noise * sampler.init_noise_sigma  # as diffusers' inpainting at full strength
         else:
@@ -667,6 +706,7 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         step_kwargs = _step_kwargs(sampler, generator, eta)
         warmup = len(timesteps) - steps_run * sampler.order
         unet_calls = done = 0
+        self._guidance_scale, self._num_timesteps = w, len(timesteps)
         with self.progress_bar(total=steps_run) as bar:
             for i, t in enumerate(timesteps):
                 model_input = sampler.scale_model_input(torch.cat([latents] * k) if k > 1 else latents, t)
@@ -693,6 +733,11 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
                     if i < len(timesteps) - 1:
                         known = sampler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2].repeat(batch))
                     latents = (1 - mask) * known + mask * latents
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "prompt_embeds": context}
+                    returned = callback_on_step_end(self, i, t, {k: tensors[k] for k in tensor_inputs}) or {}
+                    latents = returned.get("latents", latents)
+                    context = returned.get("prompt_embeds", context)
                 if i == len(timesteps) - 1 or (i + 1 > warmup and (i + 1) % sampler.order == 0):
                     bar.update()
                     if callback is not None:
@@ -707,7 +752,8 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
             decoded = self.vae.decode(scaled, return_dict=False)[0]
             images = self.image_processor.postprocess(decoded, output_type=output_type)
         self.maybe_free_model_hooks()
-        return Face0PipelineOutput(images=images, unet_calls_per_step=k, unet_calls=unet_calls, plan=branches)
+        output = Face0PipelineOutput(images=images, unet_calls_per_step=k, unet_calls=unet_calls, plan=branches)
+        return output if return_dict else (images, k, unet_calls, branches)  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -759,11 +805,6 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": dtype}
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0].rstrip(".") + "." if text else type(e).__name__ + "."
-
-
 def _model_dir(name: str, kwargs: dict[str, Any]) -> Path:
     """A local model directory for NAME: the directory itself, or a hub id's snapshot (fetched or cached)."""
     path = Path(name).expanduser()
@@ -811,6 +852,20 @@ def _check_parts(path: Path, skip: Sequence[str] = ()) -> None:
             raise ModelError(f"{path} is not a complete face0 model: model_index.json lists no {part}.")
         if not (path / part).is_dir():
             raise ModelError(f"{path} is not a complete face0 model: {part}/ is missing.")
+        _refuse_pickles(path / part)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickles(folder: Path) -> None:
+    """ModelError for a part whose weights are pickles: unpickling a file can run any code it carries."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not any(folder.glob("*.safetensors")):
+        raise ModelError(
+            f"face0 loads safetensors only, and {folder} holds pickled weights ({', '.join(pickles)}); "
+            "convert them to .safetensors (e.g. load and save_pretrained with safe_serialization=True)."
+        )
 
 
 def _check_gmm(gmm: FaceGMM, cfg: Face0Config) -> None:

@@ -1,4 +1,4 @@
-"""Tiny Stable-Diffusion-shaped components built in code: the one place that makes tiny configs (DESIGN §2).
+"""Tiny Stable-Diffusion-shaped components built in code: the one place that makes tiny configs (the synthetic world).
 
 Everything here is random-initialised from a seed and needs no download: a byte-level CLIP tokenizer with a
 few merges, a 2-layer CLIP text encoder of width 32, a small UNet and VAE, SD's DDIM noise schedule and a

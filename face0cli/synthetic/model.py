@@ -162,7 +162,7 @@ def init_base(out: Path, vae: AutoencoderKL, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(out)
+    pipe.save_pretrained(out)  # type: ignore[attr-defined]
     return out
 
 

@@ -74,7 +74,7 @@ class FaceNet(nn.Module):
 
     def __init__(self, dim: int = 128, width: int = 32) -> None:
         super().__init__()
-        self.config = {"arch": "facenet", "dim": dim, "width": width}
+        self.config: dict[str, Any] = {"arch": "facenet", "dim": dim, "width": width}
         w = width
         self.stem = nn.Sequential(nn.Conv2d(3, w, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(w), nn.ReLU())
         self.body = nn.Sequential(_block(w, 2 * w), _block(2 * w, 4 * w), _block(4 * w, 8 * w))
@@ -105,7 +105,7 @@ class JudgeNet(nn.Module):
 
     def __init__(self, dim: int = 64, width: int = 48) -> None:
         super().__init__()
-        self.config = {"arch": "judge", "dim": dim, "width": width}
+        self.config: dict[str, Any] = {"arch": "judge", "dim": dim, "width": width}
         w = width
         self.body = nn.Sequential(
             nn.Conv2d(3, w, 3, padding=1),
@@ -133,7 +133,7 @@ class JudgeNet(nn.Module):
         return F.normalize(self.id_head(h), dim=1), {k: head(flat) for k, head in self.heads.items()}
 
 
-def build(config: dict[str, Any]) -> nn.Module:
+def build(config: dict[str, Any]) -> FaceNet | JudgeNet:
     arch = config["arch"]
     if arch == "facenet":
         return FaceNet(dim=config["dim"], width=config["width"])
@@ -142,14 +142,14 @@ def build(config: dict[str, Any]) -> nn.Module:
     raise ValueError(f"unknown network {arch!r}")
 
 
-def save_net(net: nn.Module, folder: Path, extra: dict[str, Any]) -> None:
+def save_net(net: FaceNet | JudgeNet, folder: Path, extra: dict[str, Any]) -> None:
     """Write net as folder/model.safetensors + folder/config.json (config + extra)."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps({**net.config, **extra}, indent=2) + "\n", encoding="utf-8")
 
 
-def load_net(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_net(folder: Path) -> tuple[FaceNet | JudgeNet, dict[str, Any]]:
     """The network saved by save_net, in eval mode (safetensors only)."""
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     net = build(config)
@@ -198,7 +198,7 @@ class CosFace(nn.Module):
 
 
 def train_net(
-    net: nn.Module,
+    net: FaceNet | JudgeNet,
     images: np.ndarray,
     identities: np.ndarray,
     attributes: dict[str, np.ndarray] | None,
@@ -253,7 +253,7 @@ def train_net(
 
 
 @torch.no_grad()
-def embed_images(net: nn.Module, images: np.ndarray, batch: int = 256) -> np.ndarray:
+def embed_images(net: FaceNet | JudgeNet, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """(N, dim) float32 unit vectors of (N, 64, 64, 3) uint8 images."""
     net.eval()
     out = [net(to_input(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]

@@ -36,13 +36,18 @@ from PIL import Image
 from face0cli.synthetic.nets import HEADS, JudgeNet, judge_images, load_net
 from face0cli.synthetic.portraits import COLOURS, HAIR_OVERRIDE
 
+
+def _asks(shirt: str, background: str, template: str) -> tuple[str, dict[str, str]]:
+    return template.format(shirt=shirt, bg=background), {"shirt": shirt, "background": background, "style": "photo"}
+
+
 PROMPTS = (
-    ("a photo of a person in a red shirt on a blue background", {"shirt": "red", "background": "blue", "style": "photo"}),
-    ("a photo of a person in a yellow shirt on a green background", {"shirt": "yellow", "background": "green", "style": "photo"}),
-    ("a photo of a person wearing a purple shirt, orange background", {"shirt": "purple", "background": "orange", "style": "photo"}),
-    ("a photo of a person, green shirt, pink background", {"shirt": "green", "background": "pink", "style": "photo"}),
-    ("a photo of a person in front of a grey background, in a blue shirt", {"shirt": "blue", "background": "grey", "style": "photo"}),
-)  # fmt: skip
+    _asks("red", "blue", "a photo of a person in a {shirt} shirt on a {bg} background"),
+    _asks("yellow", "green", "a photo of a person in a {shirt} shirt on a {bg} background"),
+    _asks("purple", "orange", "a photo of a person wearing a {shirt} shirt, {bg} background"),
+    _asks("green", "pink", "a photo of a person, {shirt} shirt, {bg} background"),
+    _asks("blue", "grey", "a photo of a person in front of a {bg} background, in a {shirt} shirt"),
+)
 STYLISED = (
     ("a pencil sketch of a person in a red shirt on a blue background", {"style": "sketch"}),
     ("a pop art portrait of a person in a blue shirt on a yellow background", {"style": "pop art"}),
@@ -82,6 +87,14 @@ class Scorer:
             vecs.append(embed_photo(emb, p).vector)
         self.faces = np.stack(vecs)
         self.n_images = 0
+
+    @property
+    def gmm(self) -> Any:
+        if self.pipe.gmm is None:
+            from face0cli.errors import ModelError
+
+            raise ModelError("the model has no GMM of faces: random faces and debias cannot be scored.")
+        return self.pipe.gmm
 
     def generate(
         self, prompts: list[str], faces: np.ndarray | None, seeds: list[int], c: float = 1.0, a: float = 0.0
@@ -152,7 +165,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     base_rows = [(i, p) for i in range(n_id) for p in range(len(PROMPTS))]
     bp = [PROMPTS[p][0] for _, p in base_rows]
     bt = np.array([ids[i] for i, _ in base_rows])
-    gmm_faces = sc.pipe.gmm.sample(len(base_rows), seed=123).astype(np.float32)
+    gmm_faces = sc.gmm.sample(len(base_rows), seed=123).astype(np.float32)
     zr, _ = sc.read(sc.generate(bp, gmm_faces, [0] * len(bp)))
     zn, _ = sc.read(sc.generate(bp, None, [0] * len(bp)))
     res["baseline_random_face"] = sc.identify(zr, bt)
@@ -179,7 +192,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
 
     # 4. consistency of random characters across 5 prompts
     n_chars = 6 if quick else 10
-    chars = sc.pipe.gmm.sample(n_chars, seed=7).astype(np.float32)
+    chars = sc.gmm.sample(n_chars, seed=7).astype(np.float32)
     c_rows = [(k, p) for k in range(n_chars) for p in range(len(PROMPTS))]
     zc, _ = sc.read(
         sc.generate([PROMPTS[p][0] for _, p in c_rows], np.stack([chars[k] for k, _ in c_rows]), [5] * len(c_rows))
@@ -226,7 +239,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
         prompt = [f"a photo of a {job} in a grey shirt on a blue background"] * n_deb
         seeds_d = list(range(100, 100 + n_deb))
         _, a_txt = sc.read(sc.generate(prompt, None, seeds_d))
-        rnd = sc.pipe.gmm.sample(n_deb, seed=99).astype(np.float32)
+        rnd = sc.gmm.sample(n_deb, seed=99).astype(np.float32)
         _, a_deb = sc.read(sc.generate(prompt, rnd, seeds_d))
         in_data = [r["traits"]["beard"] == "beard" for r in train if r["attributes"]["profession"] == job]
         deb[job] = {
@@ -252,7 +265,7 @@ def speed(model_dir: Path) -> dict[str, float]:
 
     pipe = Face0Pipeline.load(str(model_dir))
     pipe.set_progress_bar_config(disable=True)
-    face = pipe.gmm.sample(1, seed=0)[0]
+    face = pipe.gmm.sample(1, seed=0)[0] if pipe.gmm is not None else None
     times = []
     for k in range(6):
         t = time.perf_counter()

@@ -850,7 +850,7 @@ def _validate(
     acc = trainer.accelerator
     path = None
     if acc.is_main_process and acc.distributed_type != DistributedType.FSDP:
-        from face0cli.generation.generate import make_grid
+        from face0cli.generation.grids import make_grid
 
         den, pipe = trainer.denoiser, trainer.pipe
         val = Face0Pipeline(

@@ -1,0 +1,187 @@
+"""A loaded model with what turns a face spec into an embedding for it (paper §2.2): the library, the embedder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from face0cli.errors import EmbedderMismatch
+from face0cli.generation.generate import Face, resolve_face
+
+
+class ModelContext:
+    """A Face0Pipeline loaded from a directory or hub id, the character library, and the model's face embedder.
+
+    `face(spec)` resolves what `--face` takes (a character name, a photo, random[:SEED], none) to a Face for
+    this model; the embedder is built on first use only.
+
+    Args:
+        model: a face0 model directory or hub id (None or empty: the embedded default model).
+        device, dtype: where and in which precision the model runs (fp32, fp16, bf16).
+        store: the character library (a FaceStore or its path); None: the user's default library.
+        embedder_weights: InceptionResnetV1 weights for photos (faces.resolve_weights order).
+        pipe: an already loaded pipeline to use instead of loading MODEL (tests, the Python API).
+    """
+
+    def __init__(
+        self,
+        model: str | None,
+        device: str = "cpu",
+        dtype: str = "fp32",
+        store: Any = None,
+        embedder_weights: Path | None = None,
+        *,
+        pipe: Any = None,
+    ) -> None:
+        from face0cli.library.store import FaceStore, default_store_path
+
+        if pipe is None:
+            from face0cli.console import quiet_model_loading
+            from face0cli.model.pipeline import Face0Pipeline
+
+            if not model:  # the embedded default model
+                from face0cli.synthetic.default import default_model
+
+                model = str(default_model())
+            quiet_model_loading()
+            model = str(Path(model).resolve()) if Path(model).exists() else model
+            pipe = Face0Pipeline.load(model, device=device, dtype=dtype)
+        self.model = model or ""
+        self.pipe = pipe
+        self.store = store if isinstance(store, FaceStore) else FaceStore(store or default_store_path())
+        self.weights = embedder_weights
+        self._embedder: Any = None
+
+    @property
+    def embedder_id(self) -> str:
+        return self.pipe.face0_config.embedder_id
+
+    @property
+    def dim(self) -> int:
+        return self.pipe.face0_config.embed_dim
+
+    def embedder(self) -> Any:
+        """The face embedder the model was trained with (its id must match the model's)."""
+        if self._embedder is None:
+            from face0cli.faces.registry import embedder_for_model
+
+            local = Path(self.model) if self.model and Path(self.model).is_dir() else None
+            self._embedder = embedder_for_model(self.embedder_id, local, weights=self.weights)
+        return self._embedder
+
+    def embed_photo(self, path: Path) -> tuple[Any, dict[str, Any]]:
+        """(embedding (D,), provenance) of the largest face in the photo at PATH."""
+        from face0cli.faces.embedders import embed_photo
+
+        r = embed_photo(self.embedder(), path)
+        return r.vector, r.to_json()
+
+    def face(self, spec: str | None) -> Face:
+        """The Face for a --face spec: a character name, a photo path, random[:SEED], none (or None)."""
+        return resolve_face(
+            spec,
+            store=self.store,
+            model_embedder_id=self.embedder_id,
+            model_dim=self.dim,
+            gmm=self.pipe.gmm,
+            embed_photo=self.embed_photo,
+            examples=self.examples(),
+        )
+
+    def examples(self) -> Any:
+        """The model's example characters (characters.h5 in its directory), or None: names the user's library
+        does not have are looked up there."""
+        from face0cli.library.store import FaceStore
+        from face0cli.synthetic.package import EXAMPLES
+
+        path = Path(self.model) / EXAMPLES if self.model and Path(self.model).is_dir() else None
+        return FaceStore(path) if path is not None and path.is_file() else None
+
+
+def check_free(paths: list[Path], force: bool) -> None:
+    """BadInput when one of PATHS exists and FORCE is not given: nothing is overwritten by surprise."""
+    from face0cli.errors import BadInput
+
+    for p in paths:
+        if p.exists() and not force:
+            raise BadInput(f"{p} exists already; use --force to replace it.")
+
+
+def render_all(
+    ctx: ModelContext, reqs: list[Any], paths: list[list[Path]], show_progress: bool = True
+) -> list[dict[str, Any]]:
+    """Render requests with one progress bar and save every image with its parameters (paths[i][j]: image j of
+    request i; an empty list keeps the images in memory only). Returns one result per image, with its PIL image."""
+    from face0cli.console import progress
+    from face0cli.generation.generate import render, save_png
+
+    results: list[dict[str, Any]] = []
+    total = sum(r.n * r.sample.steps for r in reqs)
+    with progress() as bar:
+        task = bar.add_task("generating", total=total, visible=show_progress)
+        for req, req_paths in zip(reqs, paths):
+            for i, image, info in render(ctx.pipe, req, on_step=lambda: bar.advance(task)):
+                params = req.params(i) | {"model": ctx.model}
+                path = save_png(image, params | info, req_paths[i]) if req_paths else None
+                results.append(
+                    {
+                        "path": str(path) if path else None,
+                        "seed": params["seed"],
+                        "face": req.face.label,
+                        "prompt": req.prompt,
+                        **info,
+                        "image": image,
+                    }
+                )
+    return results
+
+
+def generate(
+    model: Any,
+    prompt: str,
+    face: Any = None,
+    *,
+    seed: int = 0,
+    n: int = 1,
+    sample: Any = None,
+    negative: str = "",
+    store: Any = None,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    embedder_weights: Path | None = None,
+) -> list[Any]:
+    """N images of PROMPT with FACE (paper §2.2), image i at seed + i: what `face0 generate` makes, in memory.
+
+    Args:
+        model: a face0 model directory or hub id, a loaded Face0Pipeline, or a ModelContext.
+        face: a --face spec (a character name in STORE, a photo, random[:SEED], none), a library Character,
+            a (D,) embedding, or None (no face).
+        sample: the sampler's settings (SampleConfig); default the paper's.
+
+    Returns:
+        PIL images; each carries its parameters when saved with generation.generate.save_png(image, params, path).
+    """
+    import numpy as np
+
+    from face0cli.config import SampleConfig
+    from face0cli.generation.generate import Request, face_from_vector, render
+
+    if isinstance(model, ModelContext):
+        ctx = model
+    elif hasattr(model, "face0_config"):
+        ctx = ModelContext(None, store=store, pipe=model)
+    else:
+        ctx = ModelContext(model, device, dtype, store, embedder_weights)
+    if face is None or isinstance(face, str):
+        resolved = ctx.face(face)
+    elif hasattr(face, "vector") and hasattr(face, "embedder_id"):  # a Character
+        if face.embedder_id != ctx.embedder_id or face.dim != ctx.dim:
+            raise EmbedderMismatch(
+                f"character '{face.name}' is a {face.dim}-d face of {face.embedder_id}, but the model takes "
+                f"{ctx.dim}-d faces of {ctx.embedder_id}."
+            )
+        resolved = face_from_vector(face.vector, face.name, {"character": face.name})
+    else:
+        resolved = face_from_vector(np.asarray(face), "vector", {"vector": True})
+    req = Request(prompt, resolved, seed, n, sample or SampleConfig(), negative, ctx.model)
+    return [image for _, image, _ in render(ctx.pipe, req)]

@@ -1,0 +1,99 @@
+"""Batch generation: a JSONL file of jobs, one request per line, one result record per line (paper §2.2)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from face0cli.config import SampleConfig
+from face0cli.errors import BadInput, Face0Error
+from face0cli.generation.context import ModelContext, check_free, render_all
+from face0cli.generation.generate import Request, output_paths, parse_size, read_text_file
+
+# field -> the JSON types it takes (bool is refused where a number belongs)
+JOB_FIELDS: dict[str, tuple[type, ...]] = {
+    "prompt": (str,),
+    "face": (str, type(None)),
+    "seed": (int,),
+    "n": (int,),
+    "w": (int, float),
+    "c": (int, float),
+    "a": (int, float),
+    "variety": (int, float),
+    "steps": (int,),
+    "scheduler": (str,),
+    "size": (str, int, type(None)),
+    "negative": (str,),
+    "out": (str,),
+}
+_TYPE_WORDS = {str: "text", int: "a whole number", float: "a number", type(None): "null"}
+
+
+def parse_job(line: str) -> dict[str, Any]:
+    """One job line as a dict of known fields of the right types, or BadInput saying what is wrong."""
+    try:
+        job = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"not valid JSON ({e.msg})") from None
+    if not isinstance(job, dict):
+        raise BadInput("a job must be a JSON object")
+    unknown = set(job) - set(JOB_FIELDS)
+    if unknown:
+        raise BadInput(f"unknown field(s) {', '.join(sorted(unknown))}")
+    for key, value in job.items():
+        types = JOB_FIELDS[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            words = " or ".join(dict.fromkeys(_TYPE_WORDS[t] for t in types))
+            raise BadInput(f"the field '{key}' must be {words}, got {json.dumps(value)}")
+    if not job.get("prompt"):
+        raise BadInput("a job needs a prompt")
+    return job
+
+
+def job_request(ctx: ModelContext, job: dict[str, Any]) -> Request:
+    """The request of a parsed job, its face resolved for the context's model."""
+    size = job.get("size")
+    height, width = parse_size(str(size) if size is not None else None)
+    sample_keys = ("w", "c", "a", "variety", "steps", "scheduler")
+    sample = SampleConfig(**{k: job[k] for k in sample_keys if k in job}, height=height, width=width)
+    req = Request(
+        prompt=job["prompt"],
+        face=ctx.face(job.get("face")),
+        seed=job.get("seed", 0),
+        n=job.get("n", 1),
+        sample=sample,
+        negative=job.get("negative", ""),
+        model=ctx.model,
+    )
+    req.check()
+    return req
+
+
+def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False) -> Iterator[dict[str, Any]]:
+    """Run a JSONL batch; yield one record per job line: {"line", "ok": True, "images"} or {"line", "ok": False,
+    "error"}. A bad line (invalid JSON, an unknown field, a field of the wrong type, a bad value) is its record's
+    error, and the other jobs still run. Blank lines and lines starting with # are skipped.
+
+    Raises:
+        BadInput: the jobs file itself cannot be read.
+    """
+    lines = read_text_file(jobs).splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            req = job_request(ctx, parse_job(line))
+            job_out = json.loads(line).get("out")
+            target = Path(job_out) if job_out else out / f"job-{lineno:04d}"
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", req.face.label)[:40] + f"-s{req.seed}"
+            paths = output_paths(target, stem, req.n)
+            check_free(paths, force)
+            results = render_all(ctx, [req], [paths], show_progress=False)
+            yield {"line": lineno, "ok": True, "images": [r["path"] for r in results]}
+        except Face0Error as e:
+            yield {"line": lineno, "ok": False, "error": str(e)}
+        except OSError as e:
+            yield {"line": lineno, "ok": False, "error": f"cannot write the images: {e.strerror or e}"}
