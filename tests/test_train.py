@@ -519,3 +519,52 @@ def test_train_command_then_generate_with_the_result(world: World, tmp_path: Pat
         ],
     )
     assert r.exit_code != 0 and r.stderr.startswith("error:") and "lr" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------------ base-model stage
+
+
+def test_base_stage_trains_the_text_encoder_and_exports_it(world: World, tmp_path: Path) -> None:
+    """--train-text-encoder (a base model's stage): the text encoder learns with the UNet and is saved trained,
+    the VAE stays frozen; text dropout and min-SNR weighting run."""
+    cfg = replace(
+        FAST, max_steps=3, train_text_encoder=True, face_drop=1.0, text_drop=0.5, snr_gamma=5.0, use_ema=False
+    )
+    res = T.train(cfg, triplets=world.triplets, out=tmp_path / "out", base=world.sd, show_progress=False)
+    before = StableDiffusionPipeline.from_pretrained(world.sd, **NO_SAFETY)
+    assert not same(weights(res.model_dir, "text_encoder"), before.text_encoder.state_dict())
+    assert same(weights(res.model_dir, "vae"), before.vae.state_dict())
+    assert res.loss is not None and np.isfinite(res.loss)
+
+
+def test_frozen_text_encoder_is_the_default(world: World) -> None:
+    from accelerate import Accelerator
+
+    pipe = Face0Pipeline.from_sd(world.sd, EMBEDDER, DIM, seed=0, hidden_dim=32)
+    trainer = T.Trainer(pipe, replace(FAST, use_ema=False), Accelerator(cpu=True))
+    assert not any(p.requires_grad for p in pipe.text_encoder.parameters())
+    assert not any(n.startswith("text_encoder.") for n in trainer.trained_names)
+
+
+def test_text_drop_replaces_captions_by_the_empty_prompt(world: World) -> None:
+    from accelerate import Accelerator
+
+    pipe = Face0Pipeline.from_sd(world.sd, EMBEDDER, DIM, seed=0, hidden_dim=32)
+    ds = T.TripletDataset(TripletFile(world.triplets), pipe.tokenizer, 32)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(N)])
+    every = T.Trainer(pipe, replace(FAST, use_ema=False, text_drop=1.0), Accelerator(cpu=True))
+    _, ctx = every.encode(batch)
+    empty = pipe.text_encoder(every.empty_ids)[0]
+    assert torch.allclose(ctx, empty.expand_as(ctx), atol=1e-6)
+    none = T.Trainer(pipe, replace(FAST, use_ema=False), Accelerator(cpu=True))
+    _, ctx0 = none.encode(batch)
+    assert not torch.allclose(ctx0, empty.expand_as(ctx0), atol=1e-3)
+
+
+def test_projector_lr_and_options_are_checked() -> None:
+    with pytest.raises(ParameterError, match="text_drop"):
+        TrainConfig(text_drop=1.5)
+    with pytest.raises(ParameterError, match="train_text_encoder"):
+        TrainConfig(train="lora", train_text_encoder=True)
+    with pytest.raises(ParameterError, match="projector_lr"):
+        TrainConfig(projector_lr=-1.0)
