@@ -625,6 +625,13 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
         default_size = self.unet.config.sample_size * self.vae_scale_factor
         height = default_size if height is None else height
         width = default_size if width is None else width
+        if (height, width) != (default_size, default_size):
+            from face0cli.console import warn
+
+            warn(
+                f"this model was trained at {default_size}x{default_size} px; at {width}x{height} expect repeated "
+                "or broken shapes (leave the size out to get the trained one)."
+            )
         embedding = None if face is None else torch.as_tensor(np.asarray(face, dtype=np.float32))
         self.check_inputs(
             prompts,

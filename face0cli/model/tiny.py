@@ -96,6 +96,23 @@ def tiny_tokenizer(words: Sequence[str] = _WORDS) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=SEQ_LEN)  # type: ignore[arg-type]
 
 
+def clip_text_encoder(tokenizer: Any, width: int, intermediate: int, heads: int, layers: int = 2) -> CLIPTextModel:
+    """A random CLIP text transformer over TOKENIZER's vocabulary, 77 positions (SD 1.x's text encoder class)."""
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=SEQ_LEN,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
 def tiny_components(seed: int = 0, embed_dim: int = 32, sample_size: int = 32) -> dict[str, Any]:
     """Random tiny SD-shaped components plus a FaceProjector, the same for the same seed.
 
@@ -136,19 +153,7 @@ def tiny_components(seed: int = 0, embed_dim: int = 32, sample_size: int = 32) -
         sample_size=sample_size,
     )
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=CONTEXT_DIM,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=SEQ_LEN,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    ).eval()
+    text_encoder = clip_text_encoder(tokenizer, CONTEXT_DIM, 64, heads=4).eval()
     torch.manual_seed(seed + 3)
     projector = FaceProjector(embed_dim=embed_dim, hidden_dim=32, n_tokens=3, context_dim=CONTEXT_DIM)
     return {
@@ -217,19 +222,7 @@ def sized_modules(
         }
     width = int(unet_cfg["cross_attention_dim"])
     tokenizer = tiny_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=2,
-            num_attention_heads=8,
-            max_position_embeddings=SEQ_LEN,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = clip_text_encoder(tokenizer, width, 2 * width, heads=8)
     factor = 2 ** (len(vae_channels) - 1)
     unet = UNet2DConditionModel(sample_size=size // factor, in_channels=4, out_channels=4, **unet_cfg)
     vae = AutoencoderKL(

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel
 
-from face0cli.model.tiny import SEQ_LEN, tiny_tokenizer
+from face0cli.model.tiny import clip_text_encoder, tiny_tokenizer
 from face0cli.synthetic.portraits import caption_words
 
 CONTEXT_DIM = 128
@@ -82,19 +82,7 @@ def make_unet(seed: int = 0) -> UNet2DConditionModel:
 
 def make_text_encoder(tokenizer: Any, seed: int = 0) -> CLIPTextModel:
     torch.manual_seed(seed)
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=CONTEXT_DIM,
-            intermediate_size=2 * CONTEXT_DIM,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=SEQ_LEN,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    return clip_text_encoder(tokenizer, CONTEXT_DIM, 2 * CONTEXT_DIM, heads=4)
 
 
 def train_vae(

@@ -1,0 +1,83 @@
+"""The embedded default model that ships in the package: it loads offline, is small, and the quickstart works."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from face0cli.cli.app import app
+from face0cli.synthetic.default import DEFAULT_MODEL_DIR, default_model
+
+runner = CliRunner()
+QUICKSTART = "a photo of a person in a red shirt on a blue background"
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_the_default_model_ships_with_its_embedder_judge_and_examples() -> None:
+    model = default_model()
+    assert model == DEFAULT_MODEL_DIR
+    cfg = json.loads((model / "face0.json").read_text())
+    assert cfg["embedder_id"].startswith("synthetic/facenet-")
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "projector", "embedder", "judge", "gmm"):
+        assert (model / part).is_dir(), part
+    assert not list(model.rglob("*.bin")) and not list(model.rglob("*.pt"))  # safetensors only
+    size = sum(f.stat().st_size for f in model.rglob("*") if f.is_file())
+    assert size <= 40 * 2**20, size
+    from face0cli.library.store import FaceStore
+
+    names = {c.name for c in FaceStore(model / "characters.h5").list()}
+    assert {"ada", "bruno"} <= names
+
+
+def test_quickstart_generates_offline_with_an_example_character(tmp_path: Path) -> None:
+    out = tmp_path / "ada.png"
+    r = run("generate", "--face", "ada", "--prompt", QUICKSTART, "--steps", 6, "--seed", 1, "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    img = Image.open(out)
+    assert img.size == (64, 64)
+    params = json.loads(img.info["face0"])
+    assert params["face"] == "ada" and params["prompt"] == QUICKSTART
+    a = np.asarray(img.convert("RGB"), dtype=float)
+    assert a.std() > 10  # an image, not a flat colour
+
+
+def test_a_user_character_wins_over_an_example_of_the_same_name(tmp_path: Path) -> None:
+    src = DEFAULT_MODEL_DIR.parent.parent.parent / "characters" / "bruno.png"
+    if not src.is_file():
+        from face0cli.synthetic.package import reference_portrait
+
+        src = tmp_path / "bruno.png"
+        reference_portrait(401).save(src)
+    r = run("embed", src, "--name", "ada")  # the default model's synthetic embedder
+    assert r.exit_code == 0, r.output
+    r = run("character", "show", "ada", "--json")
+    assert r.exit_code == 0 and "synthetic/facenet-" in r.stdout
+
+
+def test_a_photo_is_embedded_with_the_synthetic_embedder_and_no_face_is_a_clean_error(photo_dir: Path) -> None:
+    r = run("embed", photo_dir / "astronaut.jpg", "--name", "eileen")
+    assert r.exit_code == 0, r.output
+    r = run("embed", photo_dir / "coffee.jpg", "--name", "cup")
+    assert r.exit_code != 0 and "no face" in r.stderr and "Traceback" not in r.output
+
+
+def test_another_size_than_the_trained_one_warns(tmp_path: Path) -> None:
+    out = tmp_path / "big.png"
+    r = run("generate", "--face", "random:3", "--prompt", QUICKSTART, "--steps", 2, "--size", 96, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "trained at 64x64" in r.stderr
+
+
+@pytest.mark.parametrize("c", ["0.5"])
+def test_stylised_sampling_with_three_branches(tmp_path: Path, c: str) -> None:
+    out = tmp_path / "s.png"
+    r = run("generate", "--face", "chen", "--prompt", "a pencil sketch of a person", "--c", c, "--steps", 3, "--out", out)
+    assert r.exit_code == 0, r.output and out.is_file()
