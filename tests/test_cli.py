@@ -89,6 +89,13 @@ def test_embed_writes_character_readable_by_plain_h5py(embedded_store: Path, emb
     assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 600
 
 
+def test_embed_keeps_the_face_crop_as_thumbnail(embedded_store: Path) -> None:
+    lib = FaceStore(embedded_store)
+    assert lib.get("hopper").has_thumbnail
+    thumb = lib.thumbnail("hopper")
+    assert thumb is not None and thumb.dtype == np.uint8 and thumb.shape[2] == 3 and max(thumb.shape[:2]) <= 160
+
+
 @pytest.mark.slow
 def test_embed_json_and_crop(photo_dir: Path, embedder_weights: Path, tmp_path: Path) -> None:
     r = run(

@@ -218,6 +218,16 @@ def test_checkpoints_validation_and_log_files(run: tuple[TrainConfig, T.TrainRes
     assert not any(p.name.startswith(".") for p in out.iterdir())
 
 
+def test_the_export_writes_a_model_card(run: tuple[TrainConfig, T.TrainResult]) -> None:
+    """training's export writes README.md (the model card) with the last validation grid copied in."""
+    _, result = run
+    card = (result.model_dir / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---") and "library_name: diffusers" in card
+    assert "40" in card and EMBEDDER in card
+    assert "![validation grid](validation.png)" in card
+    assert (result.model_dir / "validation.png").read_bytes() == result.validation[-1].read_bytes()
+
+
 def test_the_model_gets_the_ema_weights(run: tuple[TrainConfig, T.TrainResult]) -> None:
     """EMA mechanics (decay 0.9 here; 0.9999 would not move in 40 steps): the model holds the shadow weights."""
     _, result = run

@@ -60,7 +60,7 @@ def embed(
     crops: list[str] = []
     if save_crop is not None:
         crops = _save_crops(save_crop, name, [r.crop for r in results], force)
-    lib.add(char, force=force)
+    lib.add(char, force=force, thumbnail=results[0].crop)  # the first face crop is the character's thumbnail
 
     if as_json:
         print_json({"character": char.to_json(), "photos": [r.to_json() for r in results], "crops": crops})
@@ -165,25 +165,109 @@ def mix(
             console.print(f"strip: {strip_path}")
 
 
+TagFilterOpt = Annotated[str | None, typer.Option("--tag", help="Only characters with this tag.")]
+KindFilterOpt = Annotated[
+    str | None, typer.Option("--kind", help="Only characters of this kind (photo, random, mix...).")
+]
+GrepOpt = Annotated[
+    str | None, typer.Option("--grep", help="Only characters whose name, note, tags or provenance contain TEXT.")
+]
+
+
 @character_app.command("list")
-def character_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """List the characters in the library."""
+def character_list(
+    tag: TagFilterOpt = None,
+    kind: KindFilterOpt = None,
+    grep: GrepOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the characters in the library (all, or those matching --tag, --kind and --grep)."""
     lib = open_store(store)
-    chars = lib.list()
+    chars = lib.find(tag=tag, kind=kind, grep=grep)
     if as_json:
         print_json([c.to_json() for c in chars])
         return
     if not chars:
-        console.print(f"no characters in {lib.path}")
+        filtered = any(x is not None for x in (tag, kind, grep))
+        console.print(f"no characters {'match' if filtered else 'in'} {lib.path}")
         return
     from rich.table import Table
 
     table = Table(title=f"{len(chars)} characters in {lib.path}", title_justify="left")
-    for col in ("name", "kind", "embedder", "dim", "created", "note"):
+    for col in ("name", "kind", "tags", "thumb", "embedder", "dim", "created", "note"):
         table.add_column(col, overflow="fold")
     for c in chars:
-        table.add_row(c.name, c.kind, c.embedder_id, str(c.dim), c.created[:19].replace("T", " "), c.note)
+        table.add_row(
+            c.name,
+            c.kind,
+            ", ".join(c.tags),
+            "yes" if c.has_thumbnail else "",
+            c.embedder_id,
+            str(c.dim),
+            c.created[:19].replace("T", " "),
+            c.note,
+        )
     console.print(table)
+
+
+@character_app.command("tag")
+def character_tag(
+    name: Annotated[str, typer.Argument(help="The character's name.", show_default=False)],
+    tags: Annotated[list[str] | None, typer.Argument(help="Tags to add (or remove).", show_default=False)] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove these tags instead of adding them.")] = False,
+    replace: Annotated[bool, typer.Option("--set", help="Replace all the character's tags by these.")] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add tags to a character (lower-case words: hero, cast-2024...), remove them, or set them; prints its tags."""
+    from face0cli.errors import BadInput
+
+    if remove and replace:
+        raise BadInput("give --remove or --set, not both.")
+    if not tags and not replace:
+        raise BadInput("give one or more tags (or --set with none to clear them).")
+    lib = open_store(store)
+    if replace:
+        now = lib.set_tags(name, tags or [])
+    elif remove:
+        now = lib.remove_tags(name, tags or [])
+    else:
+        now = lib.add_tags(name, tags or [])
+    if as_json:
+        print_json({"name": name, "tags": list(now)})
+    else:
+        console.print(f"{name}: {', '.join(now) if now else '(no tags)'}")
+
+
+@character_app.command("sheet")
+def character_sheet(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="These characters, in this order (default: all).", show_default=False)
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The sheet PNG to write.")] = Path("sheet.png"),
+    tag: TagFilterOpt = None,
+    kind: KindFilterOpt = None,
+    grep: GrepOpt = None,
+    columns: Annotated[int | None, typer.Option("--columns", help="Tiles a row (default: about square).")] = None,
+    tile: Annotated[int, typer.Option("--tile", help="Tile size in pixels.")] = 128,
+    force: ForceOpt = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A contact sheet of the library: each character's thumbnail with its name, kind and tags."""
+    from face0cli.generation.context import check_free
+    from face0cli.library.sheet import contact_sheet, save_contact_sheet
+
+    check_writable(out, folder=False)
+    check_free([out], force)
+    lib = open_store(store)
+    sheet = contact_sheet(lib, names or None, tag=tag, kind=kind, grep=grep, columns=columns, tile=tile)
+    path = save_contact_sheet(sheet, out)
+    if as_json:
+        print_json({"sheet": str(path), "size": list(sheet.size)})
+    else:
+        console.print(f"contact sheet ({sheet.width}x{sheet.height}) -> {path}")
 
 
 @character_app.command("show")

@@ -68,6 +68,29 @@ def generate(
     jobs: Annotated[
         Path | None, typer.Option("--jobs", help="A JSONL file of jobs; one JSON result per line on stdout.")
     ] = None,
+    init: Annotated[
+        Path | None, typer.Option("--init", help="Image-to-image: start from this image (its size by default).")
+    ] = None,
+    strength: Annotated[
+        float | None,
+        typer.Option("--strength", help="With --init: how much to redraw, 0..1 (default 0.8; 1 = from noise)."),
+    ] = None,
+    mask: Annotated[
+        Path | None, typer.Option("--mask", help="With --init: inpaint; white = redraw, black = keep.")
+    ] = None,
+    controlnet: Annotated[
+        str | None, typer.Option("--controlnet", help="A diffusers ControlNet directory or hub id (SD 1.x).")
+    ] = None,
+    control: Annotated[
+        Path | None, typer.Option("--control", help="The ControlNet's control image (pose, edges, depth...).")
+    ] = None,
+    control_scale: Annotated[
+        float, typer.Option("--control-scale", help="The ControlNet residuals' scale (0 = off).")
+    ] = 1.0,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option("--lora", help="A LoRA .safetensors file, FILE or FILE:SCALE (repeatable)."),
+    ] = None,
     force: ForceOpt = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
@@ -75,17 +98,33 @@ def generate(
     embedder_weights: EmbedderWeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate images of a face from a prompt (paper §2.2). Same seed and prompt with another --face retargets."""
+    """Generate images of a face from a prompt (paper §2.2). Same seed and prompt with another --face retargets.
+
+    --init/--strength/--mask (img2img, inpainting), --controlnet/--control and --lora compose with the face
+    guidance; all of them (input files by path and sha256) go into the PNG, so --from-png reproduces them."""
     from face0cli.config import SampleConfig
+    from face0cli.console import warn
     from face0cli.errors import BadInput
-    from face0cli.generation.generate import Face, Request, parse_size, read_png_params, request_from_params
+    from face0cli.generation.generate import Face, Inputs, Request, parse_size, request_from_png
 
     height, width = parse_size(size)
     base_req: Request | None = None
+    from_a1111 = False
     if from_png is not None:
-        params = read_png_params(from_png)
-        base_req = request_from_params(params)
-        model = model or params.get("model")
+        found = request_from_png(from_png)
+        base_req, from_a1111 = found.request, found.a1111
+        if found.params is not None:
+            model = model or found.params.get("model")
+        else:
+            note = "; ".join(found.unused) if found.unused else "nothing"
+            from rich.markup import escape
+
+            warn(
+                escape(
+                    f"{from_png} has no face0 parameters; used its A1111 text (prompt, steps, CFG, seed, size), "
+                    f"not: {note}."
+                )
+            )
         if out == DEFAULT_OUT and not sweep:
             out = from_png.with_name(from_png.stem + "-again.png")
     if jobs is not None:
@@ -95,7 +134,10 @@ def generate(
         if not prompt:
             raise BadInput("give a prompt with --prompt (or --from-png / --jobs).")
         sample = SampleConfig(w, c, a, variety, steps, scheduler.value, height, width)
-        base_req = Request(prompt=prompt, face=Face(None, "none"), seed=seed, n=n, sample=sample, negative=negative)
+        inputs = Inputs.from_options(init, strength, mask, controlnet, control, control_scale, lora or ())
+        base_req = Request(
+            prompt=prompt, face=Face(None, "none"), seed=seed, n=n, sample=sample, negative=negative, inputs=inputs
+        )
         base_req.check()
     single_file = out.suffix.lower() == ".png"
     check_writable(out, folder=not single_file)
@@ -104,7 +146,7 @@ def generate(
     from face0cli.generation.generate import output_paths
 
     ctx = ModelContext(model, device, dtype, store, embedder_weights)
-    if from_png is None:
+    if from_png is None or from_a1111:
         base_req.face = ctx.face(face)
     base_req.model = ctx.model
     if sweep:
@@ -143,7 +185,7 @@ def _generate_sweep(ctx: Any, base: Any, sweep: list[str], out: Path, force: boo
     results = render_all(ctx, reqs, [[] for _ in reqs], not as_json)
     title = f"{base.prompt} | face {base.face.label} | seed {base.seed}"
     grid = make_grid([r["image"] for r in results], rows, cols, row_labels=rl, col_labels=cl, title=title)
-    save_png(grid, base.params(0) | {"model": ctx.model, "sweep": sweep}, path)
+    save_png(grid, base.params(0) | {"model": ctx.model, "sweep": sweep}, path, **ctx.png_text())
     if as_json:
         print_json({"grid": str(path), "rows": rl, "cols": cl})
     else:

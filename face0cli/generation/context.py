@@ -51,10 +51,24 @@ class ModelContext:
         self.store = store if isinstance(store, FaceStore) else FaceStore(store or default_store_path())
         self.weights = embedder_weights
         self._embedder: Any = None
+        self._model_hash: str | None = None
 
     @property
     def embedder_id(self) -> str:
         return self.pipe.face0_config.embedder_id
+
+    @property
+    def model_hash(self) -> str:
+        """The A1111 `Model hash` of a local model directory (its UNet weights' sha256[:10]), "" otherwise."""
+        if self._model_hash is None:
+            from face0cli.generation.a1111 import model_hash
+
+            self._model_hash = model_hash(self.model) if self.model and Path(self.model).is_dir() else ""
+        return self._model_hash
+
+    def png_text(self) -> dict[str, str]:
+        """save_png's keyword arguments for this model's A1111 text (embedder id, model hash)."""
+        return {"embedder_id": self.embedder_id, "model_hash": self.model_hash}
 
     @property
     def dim(self) -> int:
@@ -122,7 +136,7 @@ def render_all(
         for req, req_paths in zip(reqs, paths):
             for i, image, info in render(ctx.pipe, req, on_step=lambda: bar.advance(task)):
                 params = req.params(i) | {"model": ctx.model}
-                path = save_png(image, params | info, req_paths[i]) if req_paths else None
+                path = save_png(image, params | info, req_paths[i], **ctx.png_text()) if req_paths else None
                 results.append(
                     {
                         "path": str(path) if path else None,

@@ -52,6 +52,225 @@ class Face:
         return cls(vec, data.get("label", "face"), data.get("source", {}))
 
 
+DEFAULT_STRENGTH = 0.8
+"""How much of the schedule runs from an init image when --strength is not given (diffusers' default)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file a request reads (an init, mask or control image, a LoRA), recorded by absolute path and sha256.
+
+    Reproducing an image from its PNG reads the file again and refuses one whose bytes changed.
+    """
+
+    path: str
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | Path, option: str, *, image: bool = True) -> InputFile:
+        """Record PATH (given to OPTION); an image is decoded once here, so a bad one fails before the model loads."""
+        from face0cli.faces.images import file_sha256, load_image
+
+        p = Path(path).expanduser()
+        if image:
+            load_image(p, name=f"{option} {p}")
+        elif not p.is_file():
+            raise BadInput(f"{option} {p} does not exist.")
+        return cls(str(p.resolve()), file_sha256(p))
+
+    def check(self, option: str) -> Path:
+        """The path, after checking the file still has the recorded bytes (BadInput otherwise)."""
+        from face0cli.faces.images import file_sha256
+
+        p = Path(self.path)
+        if not p.is_file():
+            raise BadInput(f"{option} {p} does not exist (the image's parameters read it).")
+        if self.sha256 and file_sha256(p) != self.sha256:
+            raise BadInput(f"{option} {p} changed since the image was made (its sha256 differs).")
+        return p
+
+    def image(self, option: str) -> Image.Image:
+        from face0cli.faces.images import load_image
+
+        return load_image(self.check(option), name=f"{option} {self.path}")
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, data: Any) -> InputFile:
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+            raise BadInput(f"an input file in the face0 parameters is malformed ({data!r}).")
+        return cls(data["path"], str(data.get("sha256", "")))
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    """A LoRA of a request: its .safetensors file (path, sha256) and scale."""
+
+    file: InputFile
+    scale: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return self.file.to_json() | {"scale": self.scale}
+
+    @classmethod
+    def from_json(cls, data: Any) -> LoraRef:
+        if not isinstance(data, dict):
+            raise BadInput(f"a LoRA in the face0 parameters is malformed ({data!r}).")
+        return cls(InputFile.from_json(data), float(data.get("scale", 1.0)))
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a request adds to text-to-image: an init image (img2img) with a strength, a mask (inpainting,
+    white = regenerate), a ControlNet with its control image and scale, and LoRAs (paper §2.2 guidance kept).
+
+    Attributes:
+        strength: None = DEFAULT_STRENGTH when there is an init image.
+        controlnet: a ControlNet directory (absolute) or hub id, "" for none.
+    """
+
+    init: InputFile | None = None
+    strength: float | None = None
+    mask: InputFile | None = None
+    controlnet: str = ""
+    control: InputFile | None = None
+    control_scale: float = 1.0
+    loras: tuple[LoraRef, ...] = ()
+
+    @classmethod
+    def from_options(
+        cls,
+        init: Path | None = None,
+        strength: float | None = None,
+        mask: Path | None = None,
+        controlnet: str | None = None,
+        control: Path | None = None,
+        control_scale: float = 1.0,
+        loras: Sequence[str] = (),
+    ) -> Inputs:
+        """The inputs of `face0 generate`'s options, checked, files read and hashed (before the model loads)."""
+        from face0cli.model.lora import parse_lora_spec, read_lora_file
+
+        refs = []
+        for text in loras:
+            spec = parse_lora_spec(text)
+            read_lora_file(spec.path)  # refuses a pickle or an unreadable file now
+            refs.append(LoraRef(InputFile.of(spec.path, "--lora", image=False), spec.scale))
+        if controlnet and Path(controlnet).expanduser().exists():
+            controlnet = str(Path(controlnet).expanduser().resolve())
+        out = cls(
+            init=InputFile.of(init, "--init") if init is not None else None,
+            strength=strength,
+            mask=InputFile.of(mask, "--mask") if mask is not None else None,
+            controlnet=controlnet or "",
+            control=InputFile.of(control, "--control") if control is not None else None,
+            control_scale=control_scale,
+            loras=tuple(refs),
+        )
+        out.check()
+        return out
+
+    def check(self) -> None:
+        """ParameterError for options that do not go together or are out of range."""
+        s = self.strength
+        if s is not None:
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s <= 1.0:
+                raise ParameterError(f"--strength must be a number in [0, 1], got {s!r}.")
+            if self.init is None:
+                raise ParameterError("--strength needs an init image (--init IMG).")
+        if self.mask is not None and self.init is None:
+            raise ParameterError("--mask needs an init image (--init IMG): the mask says which part to redraw.")
+        if bool(self.controlnet) != (self.control is not None):
+            raise ParameterError("--controlnet and --control go together (a ControlNet and its control image).")
+        cs = self.control_scale
+        if isinstance(cs, bool) or not isinstance(cs, (int, float)) or not math.isfinite(cs):
+            raise ParameterError(f"--control-scale must be a finite number, got {cs!r}.")
+        for lora in self.loras:
+            if not math.isfinite(lora.scale):
+                raise ParameterError(f"a LoRA scale must be a finite number, got {lora.scale!r}.")
+
+    def to_params(self) -> dict[str, Any]:
+        """The PNG parameter keys of what is set (none for plain text-to-image)."""
+        out: dict[str, Any] = {}
+        if self.init is not None:
+            out["init"] = self.init.to_json()
+            out["strength"] = DEFAULT_STRENGTH if self.strength is None else self.strength
+        if self.mask is not None:
+            out["mask"] = self.mask.to_json()
+        if self.controlnet:
+            out["controlnet"] = self.controlnet
+            out["control"] = self.control.to_json() if self.control else None
+            out["control_scale"] = self.control_scale
+        if self.loras:
+            out["loras"] = [lora.to_json() for lora in self.loras]
+        return out
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Inputs:
+        def file(key: str) -> InputFile | None:
+            return InputFile.from_json(params[key]) if params.get(key) is not None else None
+
+        loras = params.get("loras") or []
+        if not isinstance(loras, list):
+            raise BadInput("the LoRAs in the face0 parameters are malformed.")
+        out = cls(
+            init=file("init"),
+            strength=params.get("strength"),
+            mask=file("mask"),
+            controlnet=str(params.get("controlnet") or ""),
+            control=file("control"),
+            control_scale=float(params.get("control_scale", 1.0)),
+            loras=tuple(LoraRef.from_json(x) for x in loras),
+        )
+        out.check()
+        return out
+
+    def pipe_kwargs(self, pipe: Any) -> dict[str, Any]:
+        """Face0Pipeline keyword arguments: the images read (and checked against their sha256), the ControlNet
+        loaded (once per pipeline) and the LoRAs loaded into its UNet (once per pipeline)."""
+        use_loras(pipe, self.loras)
+        kw: dict[str, Any] = {}
+        if self.init is not None:
+            kw["image"] = self.init.image("--init")
+            kw["strength"] = DEFAULT_STRENGTH if self.strength is None else self.strength
+        if self.mask is not None:
+            kw["mask_image"] = self.mask.image("--mask")
+        if self.controlnet:
+            assert self.control is not None  # check()
+            kw["controlnet"] = controlnet_for(pipe, self.controlnet)
+            kw["control_image"] = self.control.image("--control")
+            kw["controlnet_conditioning_scale"] = self.control_scale
+        return kw
+
+
+def use_loras(pipe: Any, loras: Sequence[LoraRef]) -> None:
+    """Load LORAS into pipe's UNet unless they are what it has already; ParameterError when it holds others."""
+    from face0cli.model.lora import LoraSpec, load_loras
+
+    want = tuple((lora.file.path, lora.file.sha256, lora.scale) for lora in loras)
+    have = getattr(pipe, "_face0_loras", ())
+    if want == have:
+        return
+    if have:
+        raise ParameterError("this loaded model already has other LoRAs; load the model again to use these.")
+    for lora in loras:
+        lora.file.check("--lora")
+    load_loras(pipe, [LoraSpec(Path(lora.file.path), lora.scale) for lora in loras])
+    pipe._face0_loras = want
+
+
+def controlnet_for(pipe: Any, spec: str) -> Any:
+    """The ControlNet SPEC (a directory or hub id) on pipe's device and dtype, loaded once per pipeline."""
+    from face0cli.model.controlnet import load_controlnet
+
+    cache = pipe.__dict__.setdefault("_face0_controlnets", {})
+    if spec not in cache:
+        cache[spec] = load_controlnet(spec, device=pipe.unet.device, dtype=pipe.unet.dtype)
+    return cache[spec]
+
+
 @dataclass
 class Request:
     """One generation request: a prompt, a face, seeds and the sampler settings (paper §2.2 defaults).
@@ -68,9 +287,12 @@ class Request:
     sample: SampleConfig = SAMPLE_DEFAULTS
     negative: str = ""
     model: str = ""
+    inputs: Inputs = field(default_factory=Inputs)
 
     def check(self) -> None:
-        """ParameterError for an out-of-range n or seed (SampleConfig checked the sampler's settings)."""
+        """ParameterError for an out-of-range n or seed, or inputs that do not go together (SampleConfig checked
+        the sampler's settings)."""
+        self.inputs.check()
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise ParameterError(f"--n must be a whole number >= 1, got {self.n!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -97,6 +319,7 @@ class Request:
             "negative": self.negative,
             "model": self.model,
             "face": self.face.to_json(),
+            **self.inputs.to_params(),
         }
 
 
@@ -189,13 +412,18 @@ def _in_store(store: Any, name: str) -> bool:
 # ------------------------------------------------------------------------------------------------ PNGs
 
 
-def save_png(image: Image.Image, params: dict[str, Any], path: Path) -> Path:
-    """Write `image` to `path` atomically with its parameters in a PNG text chunk ('face0', JSON)."""
+def save_png(
+    image: Image.Image, params: dict[str, Any], path: Path, *, embedder_id: str = "", model_hash: str = ""
+) -> Path:
+    """Write `image` to `path` atomically with its parameters: all of them in a PNG text chunk ('face0', JSON),
+    and the A1111 `parameters` text other tools show and read (generation.a1111; EMBEDDER_ID and MODEL_HASH
+    go there)."""
+    from face0cli.generation.a1111 import PNG_TEXT_KEY, a1111_parameters
+
     info = PngInfo()
     info.add_text(PNG_KEY, json.dumps(params, sort_keys=True))
-    human = {k: v for k, v in params.items() if k != "face"}
-    human["face"] = params.get("face", {}).get("label")
-    info.add_text("parameters", ", ".join(f"{k}: {v}" for k, v in human.items()))
+    text = a1111_parameters(params, image.size, embedder_id=embedder_id, model_hash=model_hash)
+    info.add_text(PNG_TEXT_KEY, text)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     image.save(tmp, format="PNG", pnginfo=info)
@@ -231,11 +459,65 @@ def request_from_params(params: dict[str, Any]) -> Request:
             sample=sample,
             negative=params.get("negative", ""),
             model=params.get("model", ""),
+            inputs=Inputs.from_params(params),
         )
     except (TypeError, ValueError) as e:
         raise BadInput(f"the face0 parameters of the image have a field of the wrong type ({e}).") from e
     req.check()
     return req
+
+
+@dataclass
+class FromPng:
+    """What `--from-png` found in a PNG: the request, and, for a PNG without face0's chunk, the A1111 text's
+    keys face0 could not use.
+
+    Attributes:
+        params: the face0 parameters (None when the request came from A1111 text).
+        a1111: True when the request came from the A1111 `parameters` text (the face is then not known).
+        unused: what the A1111 text had that the request does not carry.
+    """
+
+    request: Request
+    params: dict[str, Any] | None = None
+    a1111: bool = False
+    unused: list[str] = field(default_factory=list)
+
+
+def request_from_png(path: Path) -> FromPng:
+    """The request of a PNG: face0's own chunk when present (exact), else the A1111 `parameters` text (prompt,
+    negative, steps, CFG scale = w, seed, size, sampler, and face0's c, a, variety when written).
+
+    Raises:
+        BadInput: the PNG carries neither.
+    """
+    from face0cli.faces.images import load_image
+    from face0cli.generation.a1111 import read_a1111
+
+    load_image(path)  # the same checks as any image (missing, corrupt, too large)
+    with Image.open(path) as im:
+        text = getattr(im, "text", {}) or {}
+    if PNG_KEY in text:
+        params = read_png_params(path)
+        return FromPng(request_from_params(params), params)
+    try:
+        a = read_a1111(path)
+    except BadInput as e:
+        raise BadInput(f"{path} carries no face0 parameters and no A1111 'parameters' text.") from e
+    kwargs = a.request_kwargs()
+    seed = kwargs.pop("seed", 0)
+    if not isinstance(seed, int) or seed < 0:
+        seed = 0
+        a.unused.append("Seed")
+    req = Request(
+        kwargs.pop("prompt"), Face(None, "none", {"kind": "none"}), seed=seed, negative=kwargs.pop("negative")
+    )
+    req = req.replace(**kwargs)
+    req.check()
+    unused = list(a.unused)
+    if "face" in a.face0:
+        unused.append(f"Face0 face ({a.face0['face']}: A1111 text carries no face embedding; give --face)")
+    return FromPng(req, None, True, unused)
 
 
 def output_paths(out: Path, stem: str, count: int) -> list[Path]:
@@ -261,6 +543,7 @@ def render(
 
     req.check()
     s = req.sample
+    extra = req.inputs.pipe_kwargs(pipe)
     for i in range(req.n):
         gen = torch.Generator(device="cpu").manual_seed(req.seed + i)
         out = pipe(
@@ -277,6 +560,7 @@ def render(
             generator=gen,
             scheduler=s.scheduler,
             callback=(lambda *args, **kw: on_step()) if on_step else None,
+            **extra,
         )
         yield i, out.images[0], {"unet_calls_per_step": getattr(out, "unet_calls_per_step", None)}
 

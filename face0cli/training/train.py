@@ -713,7 +713,7 @@ def train(
     seconds_loop = time.perf_counter() - t_loop
 
     # 5. The model directory: EMA weights, GMM of the training embeddings, the settings
-    model_dir = _export(accelerator, trainer, cfg, base, trip, out, step)
+    model_dir = _export(accelerator, trainer, cfg, base, trip, out, step, validations)
     accelerator.end_training()
     return TrainResult(
         model_dir=model_dir,
@@ -898,9 +898,17 @@ def _validate(
 
 
 def _export(
-    accelerator: Any, trainer: Trainer, cfg: TrainConfig, base: StrPath, trip: TripletFile, out: Path, step: int
+    accelerator: Any,
+    trainer: Trainer,
+    cfg: TrainConfig,
+    base: StrPath,
+    trip: TripletFile,
+    out: Path,
+    step: int,
+    validations: list[Path] | None = None,
 ) -> Path:
-    """Write out/model: the starting model with the trained (EMA) weights copied in, LoRA merged, a GMM, the config.
+    """Write out/model: the starting model with the trained (EMA) weights copied in, LoRA merged, a GMM, the config,
+    and a model card (README.md, with the last validation grid when there is one).
 
     The frozen parts are reloaded from the base in fp32 rather than taken from training (where they may have been
     cast to fp16), so only the trained weights change.
@@ -943,6 +951,9 @@ def _export(
             "ema": cfg.use_ema,
         }
         (tmp / "training.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+        from face0cli.training.card import card_info_from_export, write_model_card
+
+        write_model_card(tmp, card_info_from_export(tmp, validation_image=validations[-1] if validations else None))
         old = out / f".old-{MODEL}"
         if model_dir.exists():
             shutil.rmtree(old, ignore_errors=True)
