@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from face0cli.config import SampleConfig
 from face0cli.errors import BadInput
 from face0cli.generation.a1111 import a1111_parameters, model_hash, parse_a1111, quote, read_a1111
 from face0cli.generation.generate import Face, Request
@@ -25,17 +26,11 @@ def face0_params(**kw) -> dict:
         prompt="a photo of a person, in a red shirt",
         face=Face(None, "alice", {"kind": "character"}),
         seed=41,
-        w=7.5,
-        c=0.6,
-        a=0.0,
-        variety=0.1,
-        steps=30,
-        scheduler="euler-a",
+        sample=SampleConfig(w=7.5, c=0.6, a=0.0, variety=0.1, steps=30, scheduler="euler-a"),
         negative="blurry",
         model="/models/face0-sd14",
-        **kw,
     )
-    return req.params(1)
+    return req.replace(**kw).params(1) if kw else req.params(1)
 
 
 def test_writes_the_a1111_layout_then_face0_keys() -> None:
@@ -83,7 +78,7 @@ def test_round_trip_through_a_png(tmp_path: Path) -> None:
         "a": 0.0,
         "variety": 0.1,
     }
-    Request(face=Face(None, "none"), **kwargs).check()
+    Request(prompt="", face=Face(None, "none")).replace(**{k: v for k, v in kwargs.items()}).check()
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "dpm++", "euler", "euler-a", "pndm"])

@@ -135,7 +135,8 @@ def test_embed_table_output(photo_dir: Path, embedder_weights: Path) -> None:
 
 
 def test_embed_missing_weights_one_sentence(photo_dir: Path) -> None:
-    r = run("embed", photo_dir / "astronaut.jpg", "--name", "x")
+    # a model whose embedder is the VGGFace2 InceptionResnetV1 (a hub id: never fetched), without its weights
+    r = run("embed", photo_dir / "astronaut.jpg", "--name", "x", "--model", "someone/face0-sd14")
     assert_clean_error(r, "20180402-114759-vggface2.pt")
     assert not store_path().exists()
 

@@ -44,7 +44,7 @@ def test_quickstart_generates_offline_with_an_example_character(tmp_path: Path) 
     img = Image.open(out)
     assert img.size == (64, 64)
     params = json.loads(img.info["face0"])
-    assert params["face"] == "ada" and params["prompt"] == QUICKSTART
+    assert params["face"]["label"] == "ada" and params["prompt"] == QUICKSTART
     a = np.asarray(img.convert("RGB"), dtype=float)
     assert a.std() > 10  # an image, not a flat colour
 
