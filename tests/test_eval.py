@@ -291,6 +291,7 @@ def test_no_face_scores_zero_and_a_real_face_is_embedded(clip_dir: Path, photo_d
     assert scores["judges"]["clip-face"]["overall"] == pytest.approx(scores["text"] + 1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_facenet_judge_with_the_model_weights_is_the_conditioning_encoder(
     embedder_weights: Path, photo_dir: Path
 ) -> None:
@@ -553,6 +554,7 @@ def test_compare_side_by_side_with_differences(e2e: Any, tmp_path: Path) -> None
         compare(out / "table.md", a)
 
 
+@pytest.mark.slow
 def test_resume_reuses_finished_images(tmp_path: Path, tiny_pipe: Any, photo_dir: Path, registry: Any) -> None:
     spec = write_spec(
         tmp_path,
@@ -657,6 +659,7 @@ def test_the_example_spec_parses(tmp_path: Path, photo_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------------ the CLI
 
 
+@pytest.mark.slow
 def test_eval_command_and_compare(
     tmp_path: Path, clip_dir: Path, photo_dir: Path, embedder_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

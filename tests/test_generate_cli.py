@@ -111,6 +111,7 @@ def test_sweep_grid(tmp_path: Path) -> None:
     assert json.loads(grid.text["face0"])["sweep"] == ["c=0,0.5,1", "a=0,1"]
 
 
+@pytest.mark.slow
 def test_jobs_file_reports_bad_lines_and_runs_the_rest(tmp_path: Path) -> None:
     add_char("alice", dim=DIM, seed=1)
     jobs = tmp_path / "jobs.jsonl"

@@ -33,6 +33,7 @@ def reproduces(tmp_path: Path, out: Path) -> None:
     np.testing.assert_array_equal(pixels(out), pixels(again))
 
 
+@pytest.mark.slow
 def test_init_strength_and_mask_change_the_image_are_recorded_and_reproduced(tmp_path: Path) -> None:
     add_char("alice", dim=DIM, seed=1)
     init, mask = picture(tmp_path / "init.png", 1), tmp_path / "mask.png"
@@ -71,6 +72,7 @@ def test_bad_input_options_are_clean_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.slow
 def test_lora_changes_the_image_is_recorded_and_reproduced(tmp_path: Path, lora_file: Path) -> None:  # noqa: F811
     common = ("--prompt", "a person", "--seed", 1)
     assert gen(*common, "--out", tmp_path / "plain.png").exit_code == 0

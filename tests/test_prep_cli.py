@@ -53,6 +53,7 @@ def test_prep_no_faces_is_a_clear_error(photo_dir: Path, embedder_weights: Path,
     assert_clean_error(runner.invoke(app, ["prep", str(tmp_path / "nope"), "--out", str(out)]), "does not exist")
 
 
+@pytest.mark.slow
 def test_prep_with_latents_then_train_on_them(photo_dir: Path, embedder_weights: Path, tmp_path: Path) -> None:
     """--latents stores the VAE's mean and log-variance per kept image; training then reads them."""
     import dataclasses

@@ -119,6 +119,7 @@ def _toy_identities(n_ids: int = 4, per: int = 6) -> tuple[np.ndarray, np.ndarra
     return np.stack(images), np.array(ids)
 
 
+@pytest.mark.slow
 def test_embedder_and_judge_learn_and_round_trip_through_safetensors(tmp_path: Path) -> None:
     x, y = _toy_identities()
     for net, attrs in ((nets.FaceNet(dim=16, width=8), None), (nets.JudgeNet(dim=16, width=8), "heads")):

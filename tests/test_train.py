@@ -170,6 +170,7 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainCo
     return cfg, T.train(cfg, triplets=world.triplets, out=out, base=world.sd, show_progress=False)
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_a_tiny_overfit_set(world: World, run: tuple[TrainConfig, T.TrainResult]) -> None:
     cfg, result = run
     start = Face0Pipeline.from_sd(world.sd, EMBEDDER, DIM, seed=cfg.seed, hidden_dim=cfg.projector_hidden_dim)
@@ -184,6 +185,7 @@ def test_loss_goes_down_on_a_tiny_overfit_set(world: World, run: tuple[TrainConf
     assert result.steps == 40 and result.loss == pytest.approx(losses[-1], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_the_model_directory(world: World, run: tuple[TrainConfig, T.TrainResult]) -> None:
     cfg, result = run
     model = result.model_dir
@@ -202,6 +204,7 @@ def test_the_model_directory(world: World, run: tuple[TrainConfig, T.TrainResult
     assert image.size == (32, 32)
 
 
+@pytest.mark.slow
 def test_checkpoints_validation_and_log_files(run: tuple[TrainConfig, T.TrainResult]) -> None:
     _, result = run
     out = result.model_dir.parent
@@ -218,6 +221,7 @@ def test_checkpoints_validation_and_log_files(run: tuple[TrainConfig, T.TrainRes
     assert not any(p.name.startswith(".") for p in out.iterdir())
 
 
+@pytest.mark.slow
 def test_the_export_writes_a_model_card(run: tuple[TrainConfig, T.TrainResult]) -> None:
     """training's export writes README.md (the model card) with the last validation grid copied in."""
     _, result = run
@@ -228,6 +232,7 @@ def test_the_export_writes_a_model_card(run: tuple[TrainConfig, T.TrainResult]) 
     assert (result.model_dir / "validation.png").read_bytes() == result.validation[-1].read_bytes()
 
 
+@pytest.mark.slow
 def test_the_model_gets_the_ema_weights(run: tuple[TrainConfig, T.TrainResult]) -> None:
     """EMA mechanics (decay 0.9 here; 0.9999 would not move in 40 steps): the model holds the shadow weights."""
     _, result = run
@@ -305,6 +310,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = replace(
         FAST,
@@ -455,6 +461,7 @@ def test_two_processes_write_one_model(world: World, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ the CLI
 
 
+@pytest.mark.slow
 def test_train_command_then_generate_with_the_result(world: World, tmp_path: Path) -> None:
     """face0 train writes a model directory that face0 generate and character new can use at once."""
     from typer.testing import CliRunner
