@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import h5py
+import pytest
 from typer.testing import CliRunner
 
 from face0cli.cli.app import app
