@@ -444,7 +444,8 @@ def test_two_processes_write_one_model(world: World, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    # the ranks print to one pipe, and two RESULT records can land on one line: read each record after its tag
+    lines = [json.JSONDecoder().raw_decode(chunk)[0] for chunk in proc.stdout.split("RESULT ")[1:]]
     assert sorted(r["rank"] for r in lines) == [0, 1] and {r["world"] for r in lines} == {2}
     assert len({r["result"]["model_dir"] for r in lines}) == 1
     assert lines[0]["result"]["steps"] == 4
