@@ -649,13 +649,8 @@ class FaceStore:
 
     def remove(self, name: str) -> None:
         """Delete the character NAME; UnknownCharacter if there is none."""
-        if name not in self:  # cheap check first: do not create a file to find it missing
-            raise self._unknown(name, self.names())
-        with self._transaction() as group:
-            keys = list(group.keys())
-            if name not in keys:
-                raise self._unknown(name, keys)
-            del group[name]
+        with self._edit(name) as ds:
+            del ds.parent[name]
 
     def rename(self, old: str, new: str, force: bool = False) -> None:
         """Rename OLD to NEW; CharacterExists if NEW is taken and not force (then NEW is replaced)."""

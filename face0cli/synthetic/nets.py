@@ -79,7 +79,6 @@ class FaceNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, w, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(w), nn.ReLU())
         self.body = nn.Sequential(_block(w, 2 * w), _block(2 * w, 4 * w), _block(4 * w, 8 * w))
         self.head = nn.Linear(8 * w * 16, dim)
-        self.heads = nn.ModuleDict()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.body(self.stem(x)).flatten(1)

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from face0cli.synthetic.nets import HEADS, JudgeNet, judge_images, load_net
-from face0cli.synthetic.portraits import COLOURS, HAIR_OVERRIDE
+from face0cli.synthetic.portraits import HAIR_OVERRIDE
 
 
 def _asks(shirt: str, background: str, template: str) -> tuple[str, dict[str, str]]:
@@ -318,4 +318,4 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["COLOURS", "Scorer", "markdown", "scorecard", "speed"]
+__all__ = ["Scorer", "markdown", "scorecard", "speed"]
