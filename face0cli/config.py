@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -97,6 +98,9 @@ def _whole(value: Any) -> bool:
 SAMPLE_DEFAULTS = SampleConfig()
 
 
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
 @dataclass(frozen=True)
 class GMMConfig:
     """Gaussian mixture of face embeddings (paper §3.1): components chosen by BIC within a range."""
@@ -156,6 +160,11 @@ class TrainConfig:
     branch of the guidance); train_text_encoder trains the text encoder jointly with the UNet; snr_gamma > 0
     weights the loss by min-SNR (Hang et al., 2023); projector_normalize builds a FaceProjector with unit-variance
     input and normalised tokens; projector_lr > 0 gives the projector its own learning rate.
+
+    identity_pattern (a regex over the triplet keys; its first group, else the whole match, names the identity)
+    conditions each example on the embedding of another image of the same identity, drawn by the seeded batch
+    stream: the model then learns the person rather than the picture, and what the caption asks for ("with blue
+    hair") wins over what one photo shows. gmm_covariance / gmm_max_components shape the GMM of random faces.
     """
 
     train: str = "unet"
@@ -197,6 +206,9 @@ class TrainConfig:
     train_text_encoder: bool = False
     snr_gamma: float = 0.0
     gmm_max_samples: int = 50_000
+    gmm_covariance: str = "diag"
+    gmm_max_components: int = 8
+    identity_pattern: str = ""
 
     def __post_init__(self) -> None:
         if self.train not in TRAIN_MODES:
@@ -224,6 +236,7 @@ class TrainConfig:
             "projector_hidden_dim": 1,
             "projector_layers": 1,
             "gmm_max_samples": 1,
+            "gmm_max_components": 1,
         }
         for name, low in at_least.items():
             v = getattr(self, name)
@@ -239,6 +252,16 @@ class TrainConfig:
             raise ParameterError(f"face_drop must be in [0, 1], got {self.face_drop}.")
         if not 0.0 <= self.text_drop <= 1.0:
             raise ParameterError(f"text_drop must be in [0, 1], got {self.text_drop}.")
+        if self.gmm_covariance not in COVARIANCE_TYPES:
+            raise ParameterError(
+                f"gmm_covariance must be one of {', '.join(COVARIANCE_TYPES)}, got {self.gmm_covariance!r}."
+            )
+        if self.identity_pattern:
+            try:
+                re.compile(self.identity_pattern)
+            except re.error as e:
+                msg = f"identity_pattern {self.identity_pattern!r} is not a regular expression ({e})."
+                raise ParameterError(msg) from None
         if self.projector_lr < 0:
             raise ParameterError(f"projector_lr must be >= 0 (0: the same as lr), got {self.projector_lr}.")
         if self.snr_gamma < 0:

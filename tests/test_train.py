@@ -586,3 +586,66 @@ def test_projector_lr_and_options_are_checked() -> None:
         TrainConfig(train="lora", train_text_encoder=True)
     with pytest.raises(ParameterError, match="projector_lr"):
         TrainConfig(projector_lr=-1.0)
+
+
+# ------------------------------------------------------------------------------------------------ same-identity faces
+
+
+def test_identity_groups_pair_each_row_with_the_other_images_of_its_identity() -> None:
+    keys = ["id0001-000", "id0001-001", "id0001-002", "id0002-000", "lonely"]
+    groups = T.identity_groups(keys, r"^(id\d+)-")
+    assert [g.tolist() for g in groups] == [[1, 2], [0, 2], [0, 1], [3], [4]]  # alone: itself
+    whole = T.identity_groups(["a1", "a2", "b1"], r"^[ab]")  # no group: the whole match
+    assert [g.tolist() for g in whole] == [[1], [0], [2]]
+    with pytest.raises(BadInput, match="matches none"):
+        T.identity_groups(keys, r"^zz")
+    with pytest.raises(BadInput, match="no identity with two images"):
+        T.identity_groups(["x1", "y1"], r"^(\w)")
+
+
+def test_batch_stream_partner_draws_are_seeded_and_leave_the_rows_unchanged() -> None:
+    plain = T.BatchStream(10, 3, 0, 1, seed=5, flip=True)
+    paired = T.BatchStream(10, 3, 0, 1, seed=5, flip=True, partner=True)
+    for k in range(5):
+        assert [x[:2] for x in paired.batch(k)] == plain.batch(k)  # same rows and flips as without partners
+        us = [x[2] for x in paired.batch(k)]
+        assert all(0.0 <= u < 1.0 for u in us)
+        assert paired.batch(k) == T.BatchStream(10, 3, 0, 1, seed=5, flip=True, partner=True, start=k).batch(k)
+    assert len({x[2] for k in range(4) for x in paired.batch(k)}) == 12  # fresh draws, not one constant
+
+
+def test_dataset_takes_the_embedding_of_the_partner_row(world: World, tmp_path: Path) -> None:
+    emb = np.arange(N * DIM, dtype=np.float32).reshape(N, DIM)
+    trip = TripletFile(write_triplets(tmp_path / "t.h5", world.refs, embeddings=emb))
+    pipe = Face0Pipeline.from_sd(world.sd, EMBEDDER, DIM, seed=0, hidden_dim=32)
+    partners = [np.array([1, 2]), np.array([0]), np.array([3]), np.array([3])]
+    ds = T.TripletDataset(trip, pipe.tokenizer, 32, partners)
+    assert torch.equal(ds[(0, False, 0.2)]["embedding"], torch.from_numpy(emb[1]))
+    assert torch.equal(ds[(0, False, 0.7)]["embedding"], torch.from_numpy(emb[2]))
+    assert torch.equal(ds[(1, False, 0.99)]["embedding"], torch.from_numpy(emb[0]))
+    own = T.TripletDataset(trip, pipe.tokenizer, 32)  # without partners: the row's own embedding, as before
+    assert torch.equal(own[(0, False)]["embedding"], torch.from_numpy(emb[0]))
+    assert torch.equal(ds[(0, False, 0.2)]["pixel_values"], own[(0, False)]["pixel_values"])  # the image is row 0's
+
+
+def test_a_run_with_identity_pairs_and_a_full_gmm(world: World, tmp_path: Path) -> None:
+    trip = write_triplets(tmp_path / "pairs.h5", world.refs)
+    with h5py.File(trip, "a") as f:  # two identities of two images each
+        del f["key"]
+        f.create_dataset("key", data=["p0-a", "p0-b", "p1-a", "p1-b"], dtype=h5py.string_dtype("utf-8"))
+    cfg = replace(FAST, identity_pattern=r"^(p\d)-", gmm_covariance="full", gmm_max_components=1)
+    result = T.train(cfg, triplets=trip, out=tmp_path / "out", base=world.sd, show_progress=False)
+    meta = json.loads((result.model_dir / "gmm" / "gmm.json").read_text())
+    assert meta["covariance_type"] == "full" and meta["n_components"] == 1
+    assert json.loads((result.model_dir / "train_config.json").read_text())["identity_pattern"] == r"^(p\d)-"
+    with pytest.raises(BadInput, match="matches none"):
+        T.train(replace(cfg, identity_pattern="^zz"), triplets=trip, out=tmp_path / "o2", base=world.sd)
+
+
+def test_identity_and_gmm_options_are_checked() -> None:
+    with pytest.raises(ParameterError, match="gmm_covariance"):
+        TrainConfig(gmm_covariance="round")
+    with pytest.raises(ParameterError, match="regular expression"):
+        TrainConfig(identity_pattern="(unclosed")
+    with pytest.raises(ParameterError, match="gmm_max_components"):
+        TrainConfig(gmm_max_components=0)

@@ -228,6 +228,20 @@ def train(
     projector_hidden_dim: Annotated[
         int, typer.Option("--projector-hidden-dim", help="Hidden width of a new projector (paper: 768).")
     ] = 768,
+    identity_pattern: Annotated[
+        str,
+        typer.Option(
+            "--identity-pattern",
+            help="Regex over the triplet keys naming the identity (its first group): each example is then "
+            "conditioned on another image of the same person.",
+        ),
+    ] = "",
+    gmm_covariance: Annotated[
+        str, typer.Option("--gmm-covariance", help="Covariance of the random-face GMM: diag, full, tied, spherical.")
+    ] = "diag",
+    gmm_components: Annotated[
+        int, typer.Option("--gmm-components", help="Most GMM components tried (chosen by BIC).")
+    ] = 8,
     log_every: Annotated[int, typer.Option("--log-every", help="Steps between log rows.")] = 10,
     seed: SeedOpt = 0,
     resume: Annotated[str | None, typer.Option("--resume", help="latest, or a checkpoint folder.")] = None,
@@ -264,6 +278,9 @@ def train(
         projector_normalize=projector_normalize,
         projector_lr=projector_lr,
         projector_hidden_dim=projector_hidden_dim,
+        identity_pattern=identity_pattern,
+        gmm_covariance=gmm_covariance,
+        gmm_max_components=gmm_components,
         log_every=log_every,
         seed=seed,
     )

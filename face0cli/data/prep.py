@@ -678,12 +678,22 @@ class TripletFile:
             item["latents"] = f["latents"][i]
         return item
 
+    def embedding(self, i: int) -> np.ndarray:
+        """Row i's face embedding alone, (D,) float32."""
+        if not -self._len <= i < self._len:
+            raise IndexError(f"triplet {i} out of range for {self._len} rows")
+        return np.asarray(self._h5()["embedding"][i % self._len], dtype=np.float32)
+
     def embeddings(self) -> np.ndarray:
         """All face embeddings, (N, D) float32 (e.g. to fit the face-space GMM, paper §3.1)."""
         return self._h5()["embedding"][:]
 
     def captions(self) -> list[str]:
         return list(self._h5()["caption"].asstr()[:])
+
+    def keys(self) -> list[str]:
+        """Every row's sample key, in row order."""
+        return list(self._h5()["key"].asstr()[:])
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():

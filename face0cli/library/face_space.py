@@ -22,13 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from face0cli.config import GMMConfig, to_dict
+from face0cli.config import COVARIANCE_TYPES, GMMConfig, to_dict
 from face0cli.errors import EmbedderMismatch, ModelError, NewerFormat, ParameterError
 
 if TYPE_CHECKING:
     from face0cli.library.store import Character
-
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 # ------------------------------------------------------------------------------------------------- mixing

@@ -29,6 +29,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -176,21 +177,29 @@ class TripletDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         triplets: the triplet file.
         tokenizer: the model's CLIP tokenizer (77 tokens).
         resolution: training image size in pixels (square).
+        partners: per row, the rows of the same identity (identity_groups); an item (row, flip, u) then takes
+            its embedding from partners[row][floor(u * len)], another image of that person.
     """
 
-    def __init__(self, triplets: TripletFile, tokenizer: Any, resolution: int) -> None:
+    def __init__(
+        self, triplets: TripletFile, tokenizer: Any, resolution: int, partners: list[np.ndarray] | None = None
+    ) -> None:
         self.triplets = triplets
         self.tokenizer = tokenizer
         self.resolution = resolution
+        self.partners = partners
 
     def __len__(self) -> int:
         return len(self.triplets)
 
-    def __getitem__(self, key: tuple[int, bool] | int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, bool] | tuple[int, bool, float] | int) -> dict[str, torch.Tensor]:
         """{"pixel_values" (3, R, R) in [-1, 1] or "latents" (C, h, w), "input_ids" (77,), "attention_mask" (77,),
         "embedding" (D,)}."""
-        i, flip = (key, False) if isinstance(key, int) else key
+        i, flip, u = (key, False, 0.0) if isinstance(key, int) else (*key, 0.0)[:3]
         row = self.triplets[i]
+        if self.partners is not None:
+            others = self.partners[i]
+            row["embedding"] = self.triplets.embedding(int(others[min(int(u * len(others)), len(others) - 1)]))
         tokens = self.tokenizer(
             row["caption"],
             max_length=self.tokenizer.model_max_length,
@@ -226,36 +235,47 @@ class BatchStream:
         seed: the stream's seed.
         start: the first micro-batch to yield.
         flip: draw a random horizontal flip per item (else never flipped).
+        partner: also draw u in [0, 1) per item (items are then (row, flip, u)): which image of the same identity
+            gives the embedding (TripletDataset partners).
     """
 
     def __init__(
-        self, n: int, batch_size: int, rank: int, world: int, seed: int, start: int = 0, flip: bool = False
+        self,
+        n: int,
+        batch_size: int,
+        rank: int,
+        world: int,
+        seed: int,
+        start: int = 0,
+        flip: bool = False,
+        partner: bool = False,
     ) -> None:
         self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
-        self.seed, self.start, self.flip = seed, start, flip
-        self._epochs: dict[int, tuple[list[int], list[bool]]] = {}
+        self.seed, self.start, self.flip, self.partner = seed, start, flip, partner
+        self._epochs: dict[int, tuple[list[int], list[bool], list[float]]] = {}
 
-    def _epoch(self, e: int) -> tuple[list[int], list[bool]]:
+    def _epoch(self, e: int) -> tuple[list[int], list[bool], list[float]]:
         if e not in self._epochs:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
             perm = torch.randperm(self.n, generator=g).tolist()
             flips = (torch.rand(self.n, generator=g) < 0.5).tolist() if self.flip else [False] * self.n
+            us = torch.rand(self.n, generator=g, dtype=torch.float64).tolist() if self.partner else []
             self._epochs = {k: v for k, v in self._epochs.items() if k >= e - 1}
-            self._epochs[e] = (perm, flips)
+            self._epochs[e] = (perm, flips, us)
         return self._epochs[e]
 
-    def item(self, i: int) -> tuple[int, bool]:
-        """Stream item i: (row, flip)."""
+    def item(self, i: int) -> tuple[int, bool] | tuple[int, bool, float]:
+        """Stream item i: (row, flip), or (row, flip, u) with partner draws."""
         e, pos = divmod(i, self.n)
-        perm, flips = self._epoch(e)
-        return perm[pos], flips[pos]
+        perm, flips, us = self._epoch(e)
+        return (perm[pos], flips[pos], us[pos]) if self.partner else (perm[pos], flips[pos])
 
-    def batch(self, k: int) -> list[tuple[int, bool]]:
+    def batch(self, k: int) -> list[tuple[int, bool] | tuple[int, bool, float]]:
         """Micro-batch k of this process."""
         lo = (k * self.world + self.rank) * self.batch_size
         return [self.item(i) for i in range(lo, lo + self.batch_size)]
 
-    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, bool] | tuple[int, bool, float]]]:
         k = self.start
         while True:
             yield self.batch(k)
@@ -632,6 +652,7 @@ def train(
     val_rows = [trip[i] for i in range(min(cfg.validation_faces, len(trip)))] if cfg.validate_every else []
     val_faces = np.stack([r["embedding"] for r in val_rows]) if val_rows else None
     val_keys = [r["key"] for r in val_rows]
+    partners = identity_groups(trip.keys(), cfg.identity_pattern) if cfg.identity_pattern else None
     trip.close()  # DataLoader workers open their own handle
 
     # 2. Resume: model, optimizer, schedule, EMA and RNG states, and the step (hence the data position)
@@ -656,9 +677,10 @@ def train(
         cfg.seed,
         start=step * accum,
         flip=cfg.random_flip,
+        partner=partners is not None,
     )
     loader = torch.utils.data.DataLoader(
-        TripletDataset(trip, pipe.tokenizer, resolution),
+        TripletDataset(trip, pipe.tokenizer, resolution, partners),
         batch_sampler=stream,
         num_workers=cfg.num_workers,
         pin_memory=accelerator.device.type == "cuda",
@@ -979,10 +1001,38 @@ def _fit_gmm(trip: TripletFile, cfg: TrainConfig) -> FaceGMM | None:
         rows = np.sort(np.random.default_rng(cfg.seed).choice(len(trip), cfg.gmm_max_samples, replace=False))
         x = np.stack([trip[int(i)]["embedding"] for i in rows])
     trip.close()
-    return FaceGMM.fit(x, GMMConfig(seed=cfg.seed), embedder_id=trip.embedder_id)
+    gmm_cfg = GMMConfig(max_components=cfg.gmm_max_components, covariance_type=cfg.gmm_covariance, seed=cfg.seed)
+    return FaceGMM.fit(x, gmm_cfg, embedder_id=trip.embedder_id)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def identity_groups(keys: list[str], pattern: str) -> list[np.ndarray]:
+    """Per row, the other rows of its identity (the regex's first group of the key, else its whole match).
+
+    A row whose identity has no other image keeps itself. BadInput when the pattern matches no key, or when
+    no identity has two images (then there is nothing to draw from).
+    """
+    rx = re.compile(pattern)
+    names: list[str | None] = []
+    for k in keys:
+        m = rx.search(k)
+        names.append(None if m is None else (m.group(1) if rx.groups else m.group(0)))
+    if all(n is None for n in names):
+        raise BadInput(f"--identity-pattern {pattern!r} matches none of the triplet keys (e.g. {keys[0]!r}).")
+    rows: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        if n is not None:
+            rows.setdefault(n, []).append(i)
+    if all(len(v) < 2 for v in rows.values()):
+        raise BadInput(f"--identity-pattern {pattern!r} gives no identity with two images: nothing to pair.")
+    out = []
+    for i, n in enumerate(names):
+        group = rows[n] if n is not None else [i]
+        others = [j for j in group if j != i] or [i]
+        out.append(np.asarray(others, dtype=np.int64))
+    return out
 
 
 def _resolution(cfg: TrainConfig, pipe: Face0Pipeline, trip: TripletFile) -> int:
