@@ -84,3 +84,57 @@ def test_stylised_sampling_with_three_branches(tmp_path: Path, c: str) -> None:
     )
     assert r.exit_code == 0, r.output
     assert out.is_file()
+
+
+# ------------------------------------------------------------------------------------------------ face0 eval
+
+
+def test_the_synthetic_judge_is_registered_and_tells_people_apart(tmp_path: Path) -> None:
+    from face0cli.errors import BadInput, MissingWeights
+    from face0cli.evaluation.judges import JudgeContext, make_judge
+    from face0cli.synthetic.package import other_portraits, reference_portrait
+
+    judge = make_judge("synthetic", {}, JudgeContext(clip_id=None))
+    assert judge.id.startswith("synthetic:") and judge.encoder_id == ""
+    a = [reference_portrait(9000), *other_portraits(9000)]  # identities far beyond the world's: never trained on
+    b = [reference_portrait(9001), *other_portraits(9001)]
+    z = np.stack(judge.embed_faces([im.resize((128, 128)) for im in a + b]))  # any size: resized to 64 whole
+    assert np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-4)
+    sims = z @ z.T
+    same = [sims[i, j] for grp in ((0, 1, 2), (3, 4, 5)) for i in grp for j in grp if i < j]
+    cross = [sims[i, j] for i in (0, 1, 2) for j in (3, 4, 5)]
+    assert min(same) > max(cross)
+    with pytest.raises(BadInput, match="takes weights"):
+        make_judge("synthetic", {"size": 3}, JudgeContext(clip_id=None))
+    with pytest.raises(MissingWeights, match="model.safetensors"):
+        make_judge("synthetic", {"weights": str(tmp_path)}, JudgeContext(clip_id=None))
+
+
+@pytest.mark.slow
+def test_eval_runs_offline_on_the_default_model_with_the_synthetic_judge(tmp_path: Path) -> None:
+    from face0cli.synthetic.package import other_portraits, reference_portrait
+
+    photos = {}
+    for name, ident in (("p1", 9000), ("p2", 9001)):
+        paths = [tmp_path / f"{name}-{k}.png" for k in range(3)]
+        for p, im in zip(paths, [reference_portrait(ident), *other_portraits(ident)]):
+            im.save(p)
+        photos[name] = [str(p) for p in paths]
+    spec = {
+        "clip": None,
+        "identities": {n: {"photos": p} for n, p in photos.items()},
+        "prompts": [QUICKSTART],
+        "seeds": 1,
+        "settings": {"quick": {"steps": 8}},
+        "judges": ["synthetic"],
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    r = run("eval", "run", tmp_path / "spec.json", "--out", tmp_path / "out")  # no model: the embedded default
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["models"] == {
+        str(DEFAULT_MODEL_DIR): json.loads((DEFAULT_MODEL_DIR / "face0.json").read_text())["embedder_id"]
+    }
+    faces = res["aggregates"]["quick"]["synthetic"]
+    assert faces["all"]["found"]["mean"] == 1.0 and faces["all"]["face"]["n"] == 2
+    assert all(img["conditioning"]["kind"] == "photo" for img in res["images"])

@@ -23,7 +23,7 @@ from face0cli.console import console
 
 # the judges face0 registers itself (evaluation.judges.JUDGES; a test keeps the two in step), named here so
 # that `face0 eval --help` imports no judge code
-BUILTIN_JUDGES = ("clip-face", "dlib", "facenet")
+BUILTIN_JUDGES = ("clip-face", "dlib", "facenet", "synthetic")
 
 eval_app = typer.Typer(
     cls=DefaultCommandGroup,

@@ -3,7 +3,7 @@
 A `Judge` embeds the largest face of each image it is given (None where there is none), so a generation can be
 compared with a reference photo by cosine similarity. All judges of a run share one `FaceFinder` (MTCNN, the
 paper's detector, §2.3), so they judge the same face of an image. Judges are built by name from `JUDGES`; a new
-one (say, a synthetic-world judge that knows the true identity) plugs in with `register_judge`.
+one plugs in with `register_judge` (the synthetic world's judge is registered so, as `synthetic`).
 
 Implementations:
     clip-face  CLIP's image tower on the face crop: the paper's face judge (§4.1).
@@ -11,6 +11,8 @@ Implementations:
                model was trained on, this is the conditioning encoder itself: the report warns (scores inflated).
     dlib       dlib's ResNet face descriptor (128-d) with the weights of the face-recognition-models package;
                optional, needs `pip install dlib face-recognition-models`.
+    synthetic  the synthetic world's independent judge (face0cli.synthetic.judge), whole 64 px frames; the
+               default model ships it.
 
 torch and transformers are imported inside functions (facenet-pytorch only in faces.py), so importing this
 module stays cheap.
@@ -465,10 +467,17 @@ def _make_dlib(ctx: JudgeContext, options: Mapping[str, Any]) -> Judge:
     return DlibJudge(finder=ctx.finder, num_jitters=jitters)
 
 
+def _make_synthetic(ctx: JudgeContext, options: Mapping[str, Any]) -> Judge:
+    from face0cli.synthetic.judge import make_synthetic_judge
+
+    return make_synthetic_judge(ctx, options)
+
+
 JUDGES: dict[str, JudgeFactory] = {
     "clip-face": _make_clip_face,
     "facenet": _make_facenet,
     "dlib": _make_dlib,
+    "synthetic": _make_synthetic,
 }
 """Judge factories by name; `register_judge` adds one."""
 

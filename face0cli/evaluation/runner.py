@@ -17,7 +17,7 @@ from PIL import Image
 
 from face0cli import __version__
 from face0cli.config import CropConfig
-from face0cli.errors import BadInput, EmbedderMismatch, ModelError, NoFaceFound
+from face0cli.errors import BadInput, EmbedderMismatch, NoFaceFound
 from face0cli.evaluation.judges import (
     Clip,
     Detector,
@@ -176,7 +176,8 @@ def run_eval(
             the facenet judge's default (faces.resolve_weights order).
         pipe_loader: model -> Face0Pipeline; default Face0Pipeline.load(model, device, dtype).
         embedder_loader: the model's embedder id -> an Embedder with that id, to embed conditioning photos;
-            default a FacenetEmbedder from embedder_weights.
+            default the model's own (the synthetic embedder in its directory, else InceptionResnetV1 from
+            embedder_weights).
         clip_loader: CLIP path or id -> Clip; default judges.load_clip.
         detector: face detector of the judges; default MTCNN.
         judges: judge names to score with instead of the spec's (each with no options); None: the spec's.
@@ -185,7 +186,8 @@ def run_eval(
         on_warning: called with each warning as soon as it is known (e.g. console.warn), besides results.warnings.
 
     Raises:
-        BadInput: bad spec or photo. ModelError: no model. NoFaceFound: a judge finds no face in a reference photo.
+        BadInput: bad spec or photo. ModelError: no model (and no embedded default). NoFaceFound: a judge finds
+        no face in a reference photo.
         EmbedderMismatch: a character or photo embedding does not fit a model. MissingWeights: CLIP or embedder
         weights are missing.
     """
@@ -196,12 +198,10 @@ def run_eval(
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out} is a file; give a folder for the eval outputs.")
     default_model = local_or_id(Path.cwd(), model) if model else spec.model
-    missing = [s.name for s in spec.settings if not (s.model or default_model)]
-    if missing:
-        raise ModelError(
-            f"no model for the setting '{missing[0]}': give `model:` in the spec or a model for the run "
-            "(--model or FACE0_MODEL)."
-        )
+    if not default_model and any(not s.model for s in spec.settings):  # the embedded default model
+        from face0cli.synthetic.default import default_model as embedded_model
+
+        default_model = str(embedded_model())
 
     # 1. Judges and CLIP first: they fail fast, before any model is loaded or image rendered.
     ctx = JudgeContext(
@@ -236,7 +236,7 @@ def run_eval(
     jobs = _jobs(spec, identities, default_model)
     out.mkdir(parents=True, exist_ok=True)
     loader = pipe_loader or _default_pipe_loader(device, dtype)
-    embedders = _EmbedderCache(embedder_loader or _default_embedder_loader(embedder_weights, device))
+    embedders = _EmbedderCache(embedder_loader, embedder_weights, device)
 
     records: list[dict[str, Any]] = []
     models: dict[str, str] = {}
@@ -423,34 +423,33 @@ def _default_pipe_loader(device: str, dtype: str) -> Callable[[str], Any]:
     return load
 
 
-def _default_embedder_loader(weights: str | os.PathLike[str] | None, device: str) -> Callable[[str], Embedder]:
-    def load(embedder_id: str) -> Embedder:
-        from face0cli.faces.embedders import FacenetEmbedder
-
-        emb = FacenetEmbedder(weights=weights, device=device)
-        if emb.id != embedder_id:
-            raise EmbedderMismatch(
-                f"the model was trained with the embedder {embedder_id}, but the embedder weights given are {emb.id}."
-            )
-        return emb
-
-    return load
-
-
 class _EmbedderCache:
-    """One embedder per embedder id, and one embedding per (embedder id, photo)."""
+    """One embedder per embedder id, and one embedding per (embedder id, photo).
 
-    def __init__(self, loader: Callable[[str], Embedder]) -> None:
-        self.loader = loader
+    Without a loader, a model's own embedder (faces.registry.embedder_for_model: the synthetic one from the model
+    directory, InceptionResnetV1 from `weights`)."""
+
+    def __init__(
+        self, loader: Callable[[str], Embedder] | None, weights: str | os.PathLike[str] | None, device: str
+    ) -> None:
+        self.loader, self.weights, self.device = loader, weights, device
         self.embedders: dict[str, Embedder] = {}
         self.vectors: dict[tuple[str, Path], tuple[np.ndarray, dict[str, Any]]] = {}
 
-    def embed(self, embedder_id: str, photo: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    def _load(self, embedder_id: str, model_dir: str | None) -> Embedder:
+        if self.loader is not None:
+            return self.loader(embedder_id)
+        from face0cli.faces.registry import embedder_for_model
+
+        local = model_dir if model_dir and Path(model_dir).is_dir() else None
+        return embedder_for_model(embedder_id, local, weights=self.weights, device=self.device)  # type: ignore[no-any-return]
+
+    def embed(self, embedder_id: str, photo: Path, model_dir: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         from face0cli.faces.embedders import embed_photo
 
         if (embedder_id, photo) not in self.vectors:
             if embedder_id not in self.embedders:
-                emb = self.loader(embedder_id)
+                emb = self._load(embedder_id, model_dir)
                 if emb.id != embedder_id:
                     raise EmbedderMismatch(
                         f"the model expects the embedder {embedder_id}, but the embedder given is {emb.id}."
@@ -575,7 +574,7 @@ def _conditioning_face(ident: ResolvedIdentity, pipe: Any, embedders: _EmbedderC
         source: dict[str, Any] = {"kind": "character", "name": char.name, "character_kind": char.kind}
     else:
         photo = ident.references[ident.spec.condition]
-        vector, prov = embedders.embed(str(cfg.embedder_id), photo)
+        vector, prov = embedders.embed(str(cfg.embedder_id), photo, getattr(pipe, "name_or_path", None))
         source = {"kind": "photo", **prov}
     if vector.shape[0] != int(cfg.embed_dim):
         raise EmbedderMismatch(
