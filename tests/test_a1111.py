@@ -137,3 +137,10 @@ def test_model_hash(tmp_path: Path) -> None:
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
     assert model_hash(tmp_path) == "9a129038d9"  # sha256(b"weights")[:10]
+
+
+def test_img2img_writes_the_denoising_strength() -> None:
+    init = {"path": "/in/photo.png", "sha256": "0" * 64}
+    text = a1111_parameters(face0_params() | {"init": init, "strength": 0.6}, (64, 64))
+    assert "Model: face0-sd14, Denoising strength: 0.6, Face0 face: alice" in text
+    assert "Denoising strength" not in a1111_parameters(face0_params(), (64, 64))  # text-to-image: none

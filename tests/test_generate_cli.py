@@ -343,3 +343,33 @@ def test_fit_gmm_from_a_library(tmp_path: Path, model_dir: Path) -> None:
     np.testing.assert_array_equal(FaceStore(store_path()).get("fresh").vector, gmm.sample(1, seed=3)[0])
     assert_clean_error(run("fit-gmm", tmp_path, "--from", store_path()), "face0.json")
     assert_clean_error(run("fit-gmm", model, "--from", tmp_path / "nope.h5"), "does not exist")
+
+
+# ------------------------------------------------------------------------------------------------ thumbnails
+
+
+def test_random_and_mixed_characters_get_a_rendered_thumbnail(model_dir: Path) -> None:
+    from face0cli.generation.context import ModelContext, render_thumbnail
+
+    assert run("character", "new", "thumbed", "--seed", 4).exit_code == 0
+    lib = FaceStore(store_path())
+    thumb = lib.thumbnail("thumbed")
+    assert thumb is not None and thumb.shape == (32, 32, 3)  # the tiny model's size, kept whole
+    again = render_thumbnail(ModelContext(str(model_dir)), lib.get("thumbed").vector, EMBEDDER)
+    assert np.abs(np.asarray(again, np.int16) - thumb).max() <= 2  # the model's rendering of that face, seed 0
+    assert run("character", "new", "bare", "--seed", 4, "--no-thumbnail").exit_code == 0
+    assert FaceStore(store_path()).thumbnail("bare") is None
+    add_char("alice", dim=DIM, seed=1)
+    add_char("bob", dim=DIM, seed=2)
+    assert run("mix", "alice", "bob", "--t", 0.5, "--name", "ab").exit_code == 0
+    assert FaceStore(store_path()).thumbnail("ab") is not None
+
+
+def test_a_face_the_model_cannot_draw_gets_no_thumbnail_and_no_error(tmp_path: Path) -> None:
+    add_char("x1", dim=16, seed=1, embedder="other/emb")
+    add_char("x2", dim=16, seed=2, embedder="other/emb")
+    r = run("mix", "x1", "x2", "--name", "x12")
+    assert r.exit_code == 0, r.output
+    assert FaceStore(store_path()).thumbnail("x12") is None
+    r = run("mix", "x1", "x2", "--name", "x13", "--model", tmp_path / "not-a-model")
+    assert r.exit_code == 0, r.output  # --model is only needed for --strip; an unusable one just means no thumbnail

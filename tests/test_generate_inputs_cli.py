@@ -137,3 +137,25 @@ def test_a1111_text_is_written_and_a_png_with_only_it_is_reproduced(tmp_path: Pa
     # no parameters at all: one clean line
     bare = picture(tmp_path / "bare.png", 3)
     assert_clean_error(run("generate", "--from-png", bare, "--out", tmp_path / "x.png"), "no face0 parameters")
+
+
+def test_jobs_take_the_image_inputs_and_report_bad_ones_per_line(tmp_path: Path, lora_file: Path) -> None:  # noqa: F811
+    add_char("alice", dim=DIM, seed=1)
+    init = picture(tmp_path / "init.png", 1)
+    common = {"prompt": "a person", "face": "alice", "seed": 2, "steps": 3}
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [
+        common | {"init": str(init), "strength": 0.5, "out": str(tmp_path / "a")},
+        common | {"lora": f"{lora_file}:0.5", "out": str(tmp_path / "b")},
+        common | {"strength": 0.5},  # no init image
+        common | {"lora": [3]},  # wrong type
+    ]
+    jobs.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    r = run("generate", "--jobs", jobs, "--out", tmp_path / "out", "--json")
+    records = [json.loads(x) for x in r.stdout.strip().splitlines()]
+    assert [x["ok"] for x in records] == [True, True, False, False], r.output
+    assert "--init" in records[2]["error"] and "lora" in records[3]["error"]
+    a = params_of(Path(records[0]["images"][0]))
+    assert a["strength"] == 0.5 and a["init"]["sha256"] == file_sha256(init)
+    assert params_of(Path(records[1]["images"][0]))["loras"][0]["scale"] == 0.5
+    reproduces(tmp_path, Path(records[0]["images"][0]))

@@ -17,6 +17,7 @@ from face0cli.cli.options import (
     NameOpt,
     NoteOpt,
     StoreOpt,
+    ThumbnailOpt,
     check_writable,
     open_store,
     print_json,
@@ -121,6 +122,7 @@ def mix(
     seed: Annotated[int, typer.Option("--seed", "-s", help="The strip's fixed seed.")] = 0,
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the strip.")] = SAMPLE_DEFAULTS.steps,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="The strip PNG (default: NAME-strip.png).")] = None,
+    thumbnail: ThumbnailOpt = True,
     force: ForceOpt = False,
     note: NoteOpt = "",
     store: StoreOpt = None,
@@ -141,6 +143,7 @@ def mix(
     )
     char = made.character(name, note=note)
     strip_path = None
+    ctx = None
     if strip:
         if strip < 2:
             raise ParameterError(f"--strip must be at least 2 images, got {strip}.")
@@ -156,7 +159,7 @@ def mix(
         render_strip(
             ctx, start, end, strip, strip_path, prompt=prompt, seed=seed, sample=SampleConfig(steps=steps), title=name
         )
-    lib.add(char, force=force)
+    lib.add(char, force=force, thumbnail=_rendered_thumbnail(ctx, model, store, char) if thumbnail else None)
     if as_json:
         print_json(char.to_json() | {"strip": str(strip_path) if strip_path else None})
     else:
@@ -376,6 +379,7 @@ def character_new(
     from_debias: Annotated[Path | None, typer.Option("--from-debias", help="A folder written by face0 debias.")] = None,
     index: Annotated[int, typer.Option("--index", help="With --from-debias: which image's face.")] = 0,
     model: ModelOpt = None,
+    thumbnail: ThumbnailOpt = True,
     force: ForceOpt = False,
     note: NoteOpt = "",
     store: StoreOpt = None,
@@ -387,6 +391,7 @@ def character_new(
     from face0cli.library.store import Character
 
     lib = store_for_new(store, name, force)
+    thumb: Any = None
     if sum(x is not None for x in (seed, from_image, from_debias)) > 1:
         raise BadInput("give at most one of --seed, --from-image and --from-debias.")
     if from_debias is not None:
@@ -405,6 +410,7 @@ def character_new(
             char = Character.new(
                 name, vector, ctx.embedder_id, "photo", {"from_image": prov, "model": ctx.model}, note=note
             )
+            thumb = _image_thumbnail(from_image) if thumbnail else None
         else:
             face = ctx.face(f"random:{seed}" if seed is not None else "random")
             prov = {
@@ -415,11 +421,40 @@ def character_new(
             }
             assert face.vector is not None  # a GMM sample
             char = Character.new(name, face.vector, ctx.embedder_id, "random", prov, note=note)
-    lib.add(char, force=force)
+            thumb = _rendered_thumbnail(ctx, model, store, char) if thumbnail else None
+    lib.add(char, force=force, thumbnail=thumb)
     if as_json:
         print_json(char.to_json())
     else:
         console.print(f"saved [bold]{name}[/] ({char.kind}, {char.dim}-d) to {lib.path}: {json.dumps(char.provenance)}")
+
+
+def _rendered_thumbnail(ctx: Any, model: str | None, store: Path | None, char: Any) -> Any:
+    """A thumbnail for a character without a photo: the model's portrait of its face (None when the model is not
+    of the character's embedder; a model is loaded only if none is yet)."""
+    from face0cli.generation.context import ModelContext, render_thumbnail
+
+    if ctx is None:
+        if not _draws(model, char.embedder_id):
+            return None
+        ctx = ModelContext(model, "cpu", "fp32", store, None)
+    return render_thumbnail(ctx, char.vector, char.embedder_id)
+
+
+def _draws(model: str | None, embedder_id: str) -> bool:
+    """Whether MODEL (None: the embedded default) is a local face0 model of this embedder: its face0.json says,
+    so no weights are loaded for a character the model cannot draw."""
+    from face0cli.model.pipeline import FACE0_JSON, Face0Config
+    from face0cli.synthetic.default import DEFAULT_MODEL_DIR
+
+    f = (Path(model) if model else DEFAULT_MODEL_DIR) / FACE0_JSON
+    return f.is_file() and Face0Config.load(f).embedder_id == embedder_id
+
+
+def _image_thumbnail(path: Path) -> Any:
+    from face0cli.faces.images import load_image
+
+    return load_image(path)
 
 
 def _save_crops(folder: Path, name: str, crops: list[Any], force: bool) -> list[str]:

@@ -35,6 +35,13 @@ EmbedderWeightsOpt = Annotated[
     ),
 ]
 NoteOpt = Annotated[str, typer.Option("--note", help="A free-form note kept with the character.")]
+ThumbnailOpt = Annotated[
+    bool,
+    typer.Option(
+        "--thumbnail/--no-thumbnail",
+        help="Keep a thumbnail rendered by the model (when the face is of its embedder) in the library.",
+    ),
+]
 NameOpt = Annotated[str, typer.Option("--name", help="Name of the character to save.", show_default=False)]
 ModelOpt = Annotated[
     str | None,

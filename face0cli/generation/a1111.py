@@ -113,6 +113,7 @@ def a1111_parameters(
         ("Size", f"{int(size[0])}x{int(size[1])}"),
         ("Model hash", model_hash or None),
         ("Model", model_name or _model_name(str(params.get("model", ""))) or None),
+        ("Denoising strength", _num(params["strength"]) if params.get("init") and "strength" in params else None),
     ]
     face = params.get("face")
     label = face.get("label") if isinstance(face, Mapping) else face

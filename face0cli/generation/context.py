@@ -150,6 +150,25 @@ def render_all(
     return results
 
 
+THUMBNAIL_PROMPT = "a photo of a person in a grey shirt on a grey background"
+"""The prompt of a rendered library thumbnail (random and mixed characters have no photo to crop)."""
+
+
+def render_thumbnail(ctx: ModelContext, vector: Any, embedder_id: str, *, seed: int = 0, steps: int = 20) -> Any:
+    """A portrait of a face (PIL image at the model's size) for its library thumbnail, or None when the face is
+    not of the model's embedder (the model cannot draw it)."""
+    from face0cli.config import SampleConfig
+    from face0cli.generation.generate import Face, Request
+
+    if embedder_id != ctx.embedder_id or len(vector) != ctx.dim:
+        return None
+    req = Request(
+        prompt=THUMBNAIL_PROMPT, face=Face(vector, "thumbnail"), seed=seed, sample=SampleConfig(steps=steps),
+        model=ctx.model,
+    )  # fmt: skip
+    return render_all(ctx, [req], [[]], show_progress=False)[0]["image"]
+
+
 def generate(
     model: Any,
     prompt: str,

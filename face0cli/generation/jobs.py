@@ -11,7 +11,7 @@ from typing import Any
 from face0cli.config import SampleConfig
 from face0cli.errors import BadInput, Face0Error
 from face0cli.generation.context import ModelContext, check_free, render_all
-from face0cli.generation.generate import Request, output_paths, parse_size, read_text_file
+from face0cli.generation.generate import Inputs, Request, output_paths, parse_size, read_text_file
 
 # field -> the JSON types it takes (bool is refused where a number belongs)
 JOB_FIELDS: dict[str, tuple[type, ...]] = {
@@ -28,6 +28,14 @@ JOB_FIELDS: dict[str, tuple[type, ...]] = {
     "size": (str, int, type(None)),
     "negative": (str,),
     "out": (str,),
+    # what `face0 generate --init/--strength/--mask/--controlnet/--control/--control-scale/--lora` give
+    "init": (str,),
+    "strength": (int, float),
+    "mask": (str,),
+    "controlnet": (str,),
+    "control": (str,),
+    "control_scale": (int, float),
+    "lora": (str, list),
 }
 _TYPE_WORDS = {str: "text", int: "a whole number", float: "a number", type(None): "null"}
 
@@ -50,6 +58,10 @@ def parse_job(line: str) -> dict[str, Any]:
             raise BadInput(f"the field '{key}' must be {words}, got {json.dumps(value)}")
     if not job.get("prompt"):
         raise BadInput("a job needs a prompt")
+    if isinstance(job.get("lora"), list) and not all(isinstance(x, str) for x in job["lora"]):
+        raise BadInput(
+            f"the field 'lora' must be text or a list of texts (FILE or FILE:SCALE), got {json.dumps(job['lora'])}"
+        )
     return job
 
 
@@ -59,6 +71,16 @@ def job_request(ctx: ModelContext, job: dict[str, Any]) -> Request:
     height, width = parse_size(str(size) if size is not None else None)
     sample_keys = ("w", "c", "a", "variety", "steps", "scheduler")
     sample = SampleConfig(**{k: job[k] for k in sample_keys if k in job}, height=height, width=width)
+    lora = job.get("lora", [])
+    inputs = Inputs.from_options(
+        Path(job["init"]) if "init" in job else None,
+        job.get("strength"),
+        Path(job["mask"]) if "mask" in job else None,
+        job.get("controlnet"),
+        Path(job["control"]) if "control" in job else None,
+        job.get("control_scale", 1.0),
+        [lora] if isinstance(lora, str) else lora,
+    )
     req = Request(
         prompt=job["prompt"],
         face=ctx.face(job.get("face")),
@@ -67,6 +89,7 @@ def job_request(ctx: ModelContext, job: dict[str, Any]) -> Request:
         sample=sample,
         negative=job.get("negative", ""),
         model=ctx.model,
+        inputs=inputs,
     )
     req.check()
     return req
