@@ -86,6 +86,33 @@ def test_world_writes_prep_readable_folders_with_a_disjoint_split(tmp_path: Path
     assert (world / "truth.jsonl").stat().st_mtime_ns == mtime
 
 
+def test_plain_base_captions_and_override_images_leave_the_shared_images_as_they_were(tmp_path: Path) -> None:
+    import hashlib
+
+    from face0cli.data.readers import open_dataset
+    from face0cli.synthetic.world import EXTRA
+
+    plain = write_world(tmp_path / "a", WorldConfig(ids_train=8, per_train=3, ids_heldout=2, per_heldout=2), 1)
+    cfg = WorldConfig(ids_train=8, per_train=3, ids_heldout=2, per_heldout=2, base_plain=0.5, override_extra=2)
+    world = write_world(tmp_path / "b", cfg, processes=1)
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    train = read_truth(world, "train")
+    assert [r["key"] for r in train] == [r["key"] for r in read_truth(plain, "train")]
+    for r in train:  # the images the embedder, the judge and the VAE train on are the same
+        assert digest(world / "face0" / f"{r['key']}.png") == digest(plain / "face0" / f"{r['key']}.png")
+    base_caps = [(world / "base" / f"{r['key']}.txt").read_text().strip() for r in train]
+    assert base_caps == [r["base_caption"] for r in train]
+    no_traits = sum(c == r["caption"] for c, r in zip(base_caps, train))
+    assert 0 < no_traits < len(train)  # some base captions leave the face to the picture, most describe it
+    extra = read_truth(world, EXTRA)
+    bald = {r["identity"] for r in train if r["traits"]["hair_style"] == "bald"}
+    assert len(extra) == 2 * (8 - len(bald)) and not {r["identity"] for r in extra} & bald
+    assert all(r["attributes"]["hair_override"] and f"with {r['attributes']['hair_override']} hair" in r["caption"]
+               for r in extra)  # fmt: skip
+    assert len(open_dataset(world / "face0")) == len(train) + len(extra)  # the Face0 stage only
+    assert len(open_dataset(world / "base")) == len(train)
+
+
 def test_planted_bias_ties_professions_to_beards() -> None:
     cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1)
     from face0cli.synthetic.world import samples
@@ -201,3 +228,39 @@ def test_reference_portrait_is_plain() -> None:
 
     a, b = reference_portrait(3), reference_portrait(3)
     assert isinstance(a, Image.Image) and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+# ------------------------------------------------------------------------------------------------ the build
+
+
+@pytest.mark.slow
+def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from face0cli.library.store import FaceStore
+    from face0cli.model.pipeline import Face0Pipeline
+    from face0cli.synthetic.build import STAGES, BuildConfig, build
+
+    out = tmp_path / "build"
+    cfg = replace(BuildConfig.quick(), override_extra=1)  # the default build has none: here the option runs too
+    done = build(out, cfg)  # every stage, the two training stages through the real CLI
+    assert list(done) == list(STAGES)
+    assert done["world"]["face0_extra_images"] > 0  # the override images of the Face0 stage
+    assert done["world"]["base_captions_without_traits"] == cfg.base_plain == 0.0
+    assert done["face0"]["steps"] == cfg.face0_steps
+    model = out / "default-model"
+    pipe = Face0Pipeline.load(str(model))
+    assert pipe.unet.dtype == torch.float32  # stored fp16, loaded in the dtype asked for
+    assert (model / "judge" / "model.safetensors").is_file() and (model / "embedder" / "model.safetensors").is_file()
+    assert {c.name for c in FaceStore(model / "characters.h5").list()} == {"ada", "bruno", "chen", "dara"}
+    assert (out / "characters" / "ada-ref1.png").is_file()
+    card = json.loads((out / "scorecard" / "scorecard.json").read_text())
+    assert 0.0 <= card["identification"]["accuracy"] <= 1.0 and card["images_generated"] > 0
+    train_cfg = json.loads((out / "run-face0" / "model" / "train_config.json").read_text())
+    assert train_cfg["identity_pattern"] and train_cfg["gmm_covariance"] == "full"
+    # a second run finds every stage done and redoes only what it is told to
+    stamps = {s: (out / "stages" / f"{s}.json").stat().st_mtime_ns for s in STAGES}
+    again = build(out, cfg, redo=("characters",), until="characters")
+    assert list(again) == list(STAGES[: STAGES.index("characters") + 1])
+    changed = {s for s in STAGES if (out / "stages" / f"{s}.json").stat().st_mtime_ns != stamps[s]}
+    assert changed == {"characters"}

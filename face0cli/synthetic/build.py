@@ -3,7 +3,9 @@
 Stages, each resumable (a finished stage leaves DIR/stages/NAME.json with its figures and wall time and is
 skipped next time; the two training stages resume from their last checkpoint):
 
-1. world     procedural portraits of training and held-out identities, captions, truth (synthetic.world)
+1. world     procedural portraits of training and held-out identities, captions, truth (synthetic.world):
+             base captions partly without the face traits (base_plain), hair-override images for the Face0
+             stage only (override_extra)
 2. detect    how often the real MTCNN finds the portraits' faces (decides the embedder's framing)
 3. embedder  the conditioning embedder (synthetic.nets.FaceNet, CosFace) on training identities
 4. judge     the independent judge (synthetic.nets.JudgeNet: other architecture and seed, attribute heads)
@@ -12,7 +14,8 @@ skipped next time; the two training stages resume from their last checkpoint):
 7. base      `face0 train` of the base model: UNet + text encoder from scratch on captions that spell out the
              face traits, face tokens always zero (what SD is to Face0)
 8. face0     `face0 train` from that base as from SD: captions without traits, UNet + projector, text
-             encoder and VAE frozen, face dropout 10%
+             encoder and VAE frozen, face dropout 20%, each image conditioned on another image of the same
+             person (--identity-pattern), a full-covariance GMM of faces
 9. package   the model directory (fp16 weights, the embedder and judge beside it) -> DIR/default-model
 10. characters  named example characters from held-out identities (portraits + a library file)
 11. scorecard   the quality figures (synthetic.scorecard) -> DIR/scorecard.json, scorecard.md and a grid
@@ -49,13 +52,16 @@ class BuildConfig:
     per_train: int = 20
     ids_heldout: int = 20
     per_heldout: int = 12
+    base_plain: float = 0.0
+    override_extra: int = 0
     embedder_steps: int = 400
     judge_steps: int = 500
     vae_steps: int = 3000
     base_steps: int = 2400
     base_lr: float = 1e-3
-    face0_steps: int = 1800
+    face0_steps: int = 2400
     face0_lr: float = 1e-4
+    face0_face_drop: float = 0.2
     projector_lr: float = 1e-3
     batch_size: int = 32
     checkpoint_every: int = 100
@@ -92,7 +98,10 @@ def _finish(out: Path, name: str, figures: dict[str, Any], t0: float) -> dict[st
 def _world_cfg(cfg: BuildConfig) -> Any:
     from face0cli.synthetic.world import WorldConfig
 
-    return WorldConfig(cfg.seed, cfg.ids_train, cfg.per_train, cfg.ids_heldout, cfg.per_heldout)
+    return WorldConfig(
+        cfg.seed, cfg.ids_train, cfg.per_train, cfg.ids_heldout, cfg.per_heldout, base_plain=cfg.base_plain,
+        override_extra=cfg.override_extra,
+    )  # fmt: skip
 
 
 def _log(msg: str) -> None:
@@ -125,11 +134,17 @@ def _heldout_split(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def st_world(out: Path, cfg: BuildConfig) -> dict[str, Any]:
-    from face0cli.synthetic.world import write_world
+    from face0cli.synthetic.world import EXTRA, read_truth, write_world
 
     world = write_world(out / "world", _world_cfg(cfg))
-    n = sum(1 for _ in (world / "face0").glob("*.png"))
-    return {"train_images": n, "heldout_images": sum(1 for _ in (world / "heldout").glob("*.png"))}
+    rows = read_truth(world)
+    base = [r for r in rows if r["split"] == "train"]
+    return {
+        "train_images": len(base),
+        "face0_extra_images": sum(r["split"] == EXTRA for r in rows),
+        "heldout_images": sum(r["split"] == "heldout" for r in rows),
+        "base_captions_without_traits": float(np.mean([r["base_caption"] == r["caption"] for r in base])),
+    }
 
 
 def st_detect(out: Path, cfg: BuildConfig) -> dict[str, Any]:
@@ -217,9 +232,18 @@ def st_vae(out: Path, cfg: BuildConfig) -> dict[str, Any]:
 
 
 def st_prep(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    from face0cli.data.prep import TripletFile
+    from face0cli.errors import BadInput
+
     figures = {}
     for name in ("base", "face0"):
         dest = out / f"triplets-{name}.h5"
+        if dest.is_file():  # a finished file is from an earlier build (the stage is being redone): start over;
+            try:  # an unfinished one is this stage's, stopped: prep resumes it
+                TripletFile(dest)
+                dest.unlink()
+            except BadInput:
+                pass
         _face0(
             [
                 "prep", str(out / "world" / name), "--out", str(dest), "--embedder", str(out / "embedder"),
@@ -256,7 +280,8 @@ def st_face0(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     args = [
         "train", "-t", str(out / "triplets-face0.h5"), "--base", str(out / "run-base" / "model"), "--out",
         str(out / "run-face0"), "--max-steps", str(cfg.face0_steps), "--lr", str(cfg.face0_lr), "--projector-lr",
-        str(cfg.projector_lr), "--warmup", "50", "--face-drop", "0.1", "--text-drop", "0.1", "--ema-decay", "0.995",
+        str(cfg.projector_lr), "--warmup", "50", "--face-drop", str(cfg.face0_face_drop), "--text-drop", "0.1",
+        "--ema-decay", "0.995", "--identity-pattern", r"^(id\d+)-", "--gmm-covariance", "full",
     ]  # fmt: skip
     _face0(args + _train_args(cfg), out / "build.log")
     return {"steps": cfg.face0_steps, "log": str(out / "run-face0" / "logs" / "train.csv")}

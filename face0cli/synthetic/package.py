@@ -76,9 +76,20 @@ def reference_portrait(identity_index: int, seed: int = 0) -> Image.Image:
     return render(s.identity, s.scene)
 
 
+def other_portraits(identity_index: int, seed: int = 0, n: int = 2) -> list[Image.Image]:
+    """N more photo-style portraits of an identity (other pose, light, expression, background, shirt): the
+    references `face0 eval` judges a generation against (examples/eval-synthetic.yaml)."""
+    from face0cli.synthetic.portraits import make_identity, render, sample
+
+    ident = make_identity(identity_index, seed)
+    plain: dict[str, Any] = {"style": "photo", "hat": None, "glasses": False, "hair_override": None, "profession": None}
+    return [render(s.identity, s.scene) for s in (sample(ident, 1000 + k, seed, **plain) for k in range(n))]
+
+
 def make_characters(model_dir: Path, world: Path, out: Path, n: int = 4) -> dict[str, Any]:
-    """Example characters: reference portraits of the first N held-out identities -> out/NAME.png, embedded with
-    the model's embedder into model_dir/characters.h5 (and a copy in out/library.h5)."""
+    """Example characters: reference portraits of the first N held-out identities -> out/NAME.png (and two other
+    portraits, out/NAME-ref1.png and NAME-ref2.png, to judge against), embedded with the model's embedder into
+    model_dir/characters.h5 (and a copy in out/library.h5)."""
     import json
 
     from face0cli.faces.embedders import embed_photo
@@ -98,10 +109,13 @@ def make_characters(model_dir: Path, world: Path, out: Path, n: int = 4) -> dict
     for name, identity in zip(EXAMPLE_NAMES[:n], meta["heldout_ids"]):
         png = out / f"{name}.png"
         reference_portrait(identity, meta["config"]["seed"]).save(png)
+        for k, im in enumerate(other_portraits(identity, meta["config"]["seed"]), start=1):
+            im.save(out / f"{name}-ref{k}.png")
         r = embed_photo(emb, png)
         prov = {"sources": [r.to_json()], "embedder": emb.id, "synthetic_identity": identity, "split": "held-out"}
         note = "example character of the default model: a held-out identity of the synthetic world"
-        store.add(Character.new(name, r.vector, emb.id, "photo", prov, note=note), force=True)
+        thumb = Image.open(png).convert("RGB")  # the portrait itself: a synthetic face is the whole frame
+        store.add(Character.new(name, r.vector, emb.id, "photo", prov, note=note), force=True, thumbnail=thumb)
         made.append({"name": name, "identity": identity, "portrait": str(png)})
     shutil.copy2(lib_path, out / "library.h5")
     return {"characters": made}

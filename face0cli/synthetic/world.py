@@ -4,8 +4,13 @@
 identities (`per_heldout` images each; never seen by the model, the embedder or the judge) into a folder:
 
     world/
-      face0/   NNNN.png + NNNN.txt   captions without face traits (what `face0 prep` reads for the Face0 stage)
-      base/    NNNN.png + NNNN.txt   the same images (hard links), captions with the face traits (the base model)
+      face0/   NNNN.png + NNNN.txt   captions without face traits (what `face0 prep` reads for the Face0 stage),
+                                     plus `override_extra` more images per training identity with a hair-colour
+                                     override ("with blue hair"; split "face0-extra": the Face0 stage only)
+      base/    NNNN.png + NNNN.txt   the training images (hard links), captions with the face traits (the base
+                                     model), except a `base_plain` share that do not describe the face (as real
+                                     captions often do not: so the base model also learns to draw a face that the
+                                     words leave open, and the planted bias goes with the profession words)
       heldout/ NNNN.png + NNNN.txt   held-out identities' portraits (references and conditioning images)
       truth.jsonl                    one line per image: key, split, identity, traits, attributes, captions
       world.json                     the settings (seed, counts, size, bias) and the identity split
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -26,11 +32,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from face0cli.synthetic.portraits import Sample, make_identity, render, sample
+from face0cli.synthetic.portraits import HAIR_OVERRIDE, Identity, Sample, make_identity, render, sample
 
 WORLD_JSON = "world.json"
 TRUTH = "truth.jsonl"
 SPLITS = ("face0", "base", "heldout")
+EXTRA = "face0-extra"  # the truth split of the override images only the Face0 stage trains on
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class WorldConfig:
     per_heldout: int = 12
     size: int = 64
     bias: bool = True
+    base_plain: float = 0.0
+    override_extra: int = 0
 
     def train_ids(self) -> range:
         return range(self.ids_train)
@@ -52,12 +61,30 @@ class WorldConfig:
         return range(self.ids_train, self.ids_train + self.ids_heldout)
 
 
+def _override(cfg: WorldConfig, index: int, k: int) -> str:
+    return random.Random(f"override:{cfg.seed}:{index}:{k}").choice(list(HAIR_OVERRIDE))
+
+
+def _extra(cfg: WorldConfig, ident: Identity, k: int) -> Sample:
+    """Extra image k (k >= per_train) of a training identity: a scene like any other, with a hair override."""
+    return sample(ident, k, cfg.seed, bias=cfg.bias, hair_override=_override(cfg, ident.index, k))
+
+
+def plain_base_caption(cfg: WorldConfig, key: str) -> bool:
+    """Whether the base caption of image KEY leaves the face traits out (a seeded draw of its own, so the images
+    and the other captions do not depend on base_plain)."""
+    return random.Random(f"plain:{cfg.seed}:{key}").random() < cfg.base_plain
+
+
 def samples(cfg: WorldConfig) -> Iterator[tuple[str, Sample]]:
     """(split, sample) of every image of the world, in order."""
     for i in cfg.train_ids():
         ident = make_identity(i, cfg.seed)
         for k in range(cfg.per_train):
             yield "train", sample(ident, k, cfg.seed, bias=cfg.bias)
+        if ident.hair_style != "bald":  # a bald head has no hair to recolour
+            for k in range(cfg.per_train, cfg.per_train + cfg.override_extra):
+                yield EXTRA, _extra(cfg, ident, k)
     for i in cfg.heldout_ids():
         ident = make_identity(i, cfg.seed)
         for k in range(cfg.per_heldout):
@@ -69,14 +96,17 @@ def _render_chunk(args: tuple[WorldConfig, list[tuple[str, str]], str]) -> int:
     r = Path(root)
     for split, key in jobs:
         ident_index, k = int(key[2:6]), int(key[7:10])
-        s = sample(make_identity(ident_index, cfg.seed), k, cfg.seed, bias=cfg.bias and split == "train")
+        ident = make_identity(ident_index, cfg.seed)
+        s = _extra(cfg, ident, k) if split == EXTRA else sample(ident, k, cfg.seed, bias=cfg.bias and split == "train")
         img = render(s.identity, s.scene, cfg.size)
-        if split == "train":
+        if split in ("train", EXTRA):
             img.save(r / "face0" / f"{key}.png", optimize=False, compress_level=1)
             (r / "face0" / f"{key}.txt").write_text(s.caption + "\n", encoding="utf-8")
+        if split == "train":
             os.link(r / "face0" / f"{key}.png", r / "base" / f"{key}.png")
-            (r / "base" / f"{key}.txt").write_text(s.caption_traits + "\n", encoding="utf-8")
-        else:
+            base = s.caption if plain_base_caption(cfg, key) else s.caption_traits
+            (r / "base" / f"{key}.txt").write_text(base + "\n", encoding="utf-8")
+        elif split == "heldout":
             img.save(r / "heldout" / f"{key}.png", optimize=False, compress_level=1)
             (r / "heldout" / f"{key}.txt").write_text(s.caption + "\n", encoding="utf-8")
     return len(jobs)
@@ -102,7 +132,10 @@ def write_world(out: Path, cfg: WorldConfig = WorldConfig(), processes: int = 2,
     rows = list(samples(cfg))
     with open(tmp / TRUTH, "w", encoding="utf-8") as f:
         for split, s in rows:
-            f.write(json.dumps({"split": split, **s.truth()}) + "\n")
+            row = {"split": split, **s.truth()}
+            if split == "train":
+                row["base_caption"] = s.caption if plain_base_caption(cfg, s.key) else s.caption_traits
+            f.write(json.dumps(row) + "\n")
     jobs = [(split, s.key) for split, s in rows]
     n = max(1, processes)
     chunks = [jobs[i::n] for i in range(n)]
@@ -121,13 +154,13 @@ def write_world(out: Path, cfg: WorldConfig = WorldConfig(), processes: int = 2,
 
 
 def read_truth(world: Path, split: str | None = None) -> list[dict[str, Any]]:
-    """The truth rows of a world (optionally one split: "train" or "heldout")."""
+    """The truth rows of a world (optionally one split: "train", "heldout" or "face0-extra")."""
     rows = [json.loads(line) for line in (Path(world) / TRUTH).read_text(encoding="utf-8").splitlines() if line]
     return [r for r in rows if split is None or r["split"] == split]
 
 
 def image_path(world: Path, row: dict[str, Any]) -> Path:
-    folder = "face0" if row["split"] == "train" else "heldout"
+    folder = "face0" if row["split"] in ("train", EXTRA) else "heldout"
     return Path(world) / folder / f"{row['key']}.png"
 
 
