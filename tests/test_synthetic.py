@@ -254,6 +254,7 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert (model / "judge" / "model.safetensors").is_file() and (model / "embedder" / "model.safetensors").is_file()
     assert {c.name for c in FaceStore(model / "characters.h5").list()} == {"ada", "bruno", "chen", "dara"}
     assert (out / "characters" / "ada-ref1.png").is_file()
+    assert not list(model.rglob("*.lock"))  # the library writers' lock file does not ship
     card = json.loads((out / "scorecard" / "scorecard.json").read_text())
     assert 0.0 <= card["identification"]["accuracy"] <= 1.0 and card["images_generated"] > 0
     train_cfg = json.loads((out / "run-face0" / "model" / "train_config.json").read_text())

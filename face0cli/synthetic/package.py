@@ -23,6 +23,10 @@ EXAMPLES = "characters.h5"
 JUDGE_DIR = "judge"
 # example characters: held-out identity offsets (0 = the first held-out identity) and their names
 EXAMPLE_NAMES = ("ada", "bruno", "chen", "dara", "emil", "fay")
+# what a reference portrait leaves out: a photo, no accessories, no override, no profession
+PLAIN_SCENE: dict[str, Any] = {
+    "style": "photo", "hat": None, "glasses": False, "hair_override": None, "profession": None,
+}  # fmt: skip
 
 
 def package_model(model_dir: Path, embedder: Path, judge: Path, dest: Path) -> dict[str, Any]:
@@ -61,11 +65,7 @@ def reference_portrait(identity_index: int, seed: int = 0) -> Image.Image:
         seed,
         background="grey",
         shirt="grey",
-        style="photo",
-        hat=None,
-        glasses=False,
-        hair_override=None,
-        profession=None,
+        **PLAIN_SCENE,
         dx=0.0,
         dy=0.0,
         angle=0.0,
@@ -82,8 +82,7 @@ def other_portraits(identity_index: int, seed: int = 0, n: int = 2) -> list[Imag
     from face0cli.synthetic.portraits import make_identity, render, sample
 
     ident = make_identity(identity_index, seed)
-    plain: dict[str, Any] = {"style": "photo", "hat": None, "glasses": False, "hair_override": None, "profession": None}
-    return [render(s.identity, s.scene) for s in (sample(ident, 1000 + k, seed, **plain) for k in range(n))]
+    return [render(s.identity, s.scene) for s in (sample(ident, 1000 + k, seed, **PLAIN_SCENE) for k in range(n))]
 
 
 def make_characters(model_dir: Path, world: Path, out: Path, n: int = 4) -> dict[str, Any]:
@@ -117,5 +116,6 @@ def make_characters(model_dir: Path, world: Path, out: Path, n: int = 4) -> dict
         thumb = Image.open(png).convert("RGB")  # the portrait itself: a synthetic face is the whole frame
         store.add(Character.new(name, r.vector, emb.id, "photo", prov, note=note), force=True, thumbnail=thumb)
         made.append({"name": name, "identity": identity, "portrait": str(png)})
+    Path(str(lib_path) + ".lock").unlink(missing_ok=True)  # the writers' lock file: not part of the model
     shutil.copy2(lib_path, out / "library.h5")
     return {"characters": made}
