@@ -164,7 +164,10 @@ class TrainConfig:
     identity_pattern (a regex over the triplet keys; its first group, else the whole match, names the identity)
     conditions each example on the embedding of another image of the same identity, drawn by the seeded batch
     stream: the model then learns the person rather than the picture, and what the caption asks for ("with blue
-    hair") wins over what one photo shows. gmm_covariance / gmm_max_components shape the GMM of random faces.
+    hair") wins over what one photo shows. reference_exclude (a regex over the captions) keeps the images it
+    matches from ever being that conditioning image (they still train as targets): a photo with dyed hair or a
+    hat is a poor reference of what the person looks like. gmm_covariance / gmm_max_components shape the GMM of
+    random faces.
     """
 
     train: str = "unet"
@@ -209,6 +212,7 @@ class TrainConfig:
     gmm_covariance: str = "diag"
     gmm_max_components: int = 8
     identity_pattern: str = ""
+    reference_exclude: str = ""
 
     def __post_init__(self) -> None:
         if self.train not in TRAIN_MODES:
@@ -256,12 +260,14 @@ class TrainConfig:
             raise ParameterError(
                 f"gmm_covariance must be one of {', '.join(COVARIANCE_TYPES)}, got {self.gmm_covariance!r}."
             )
-        if self.identity_pattern:
+        for name in ("identity_pattern", "reference_exclude"):
+            pattern = getattr(self, name)
             try:
-                re.compile(self.identity_pattern)
+                re.compile(pattern)
             except re.error as e:
-                msg = f"identity_pattern {self.identity_pattern!r} is not a regular expression ({e})."
-                raise ParameterError(msg) from None
+                raise ParameterError(f"{name} {pattern!r} is not a regular expression ({e}).") from None
+        if self.reference_exclude and not self.identity_pattern:
+            raise ParameterError("reference_exclude needs identity_pattern (it filters the conditioning images).")
         if self.projector_lr < 0:
             raise ParameterError(f"projector_lr must be >= 0 (0: the same as lr), got {self.projector_lr}.")
         if self.snr_gamma < 0:

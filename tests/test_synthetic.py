@@ -109,8 +109,11 @@ def test_plain_base_captions_and_override_images_leave_the_shared_images_as_they
     assert len(extra) == 2 * (8 - len(bald)) and not {r["identity"] for r in extra} & bald
     assert all(r["attributes"]["hair_override"] and f"with {r['attributes']['hair_override']} hair" in r["caption"]
                for r in extra)  # fmt: skip
-    assert len(open_dataset(world / "face0")) == len(train) + len(extra)  # the Face0 stage only
-    assert len(open_dataset(world / "base")) == len(train)
+    assert len(open_dataset(world / "face0")) == len(open_dataset(world / "base")) == len(train)
+    assert len(open_dataset(world / "tune")) == len(train) + len(extra)  # the tune stage only
+    r = extra[0]
+    assert (world / "tune" / f"{r['key']}.txt").read_text().strip() == r["caption"]
+    assert (world / "tune" / f"{train[0]['key']}.png").samefile(world / "face0" / f"{train[0]['key']}.png")
 
 
 def test_planted_bias_ties_professions_to_beards() -> None:
@@ -242,10 +245,10 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     from face0cli.synthetic.build import STAGES, BuildConfig, build
 
     out = tmp_path / "build"
-    cfg = replace(BuildConfig.quick(), override_extra=1)  # the default build has none: here the option runs too
-    done = build(out, cfg)  # every stage, the two training stages through the real CLI
+    cfg = replace(BuildConfig.quick(), override_extra=1)
+    done = build(out, cfg)  # every stage, the three training stages through the real CLI
     assert list(done) == list(STAGES)
-    assert done["world"]["face0_extra_images"] > 0  # the override images of the Face0 stage
+    assert done["world"]["face0_extra_images"] > 0  # the override images of the tune stage
     assert done["world"]["base_captions_without_traits"] == cfg.base_plain == 0.0
     assert done["face0"]["steps"] == cfg.face0_steps
     model = out / "default-model"
@@ -257,8 +260,14 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert not list(model.rglob("*.lock"))  # the library writers' lock file does not ship
     card = json.loads((out / "scorecard" / "scorecard.json").read_text())
     assert 0.0 <= card["identification"]["accuracy"] <= 1.0 and card["images_generated"] > 0
+    assert all((out / "scorecard" / f).is_file() for f in ("grid.png", "override.png", "strips.png"))
+    assert card["interpolation_strips"] == 4 and card["speed"]["cli_cold_max_s"] >= card["speed"]["cli_cold_s"]
     train_cfg = json.loads((out / "run-face0" / "model" / "train_config.json").read_text())
     assert train_cfg["identity_pattern"] and train_cfg["gmm_covariance"] == "full"
+    assert not train_cfg["train_text_encoder"] and not train_cfg["reference_exclude"]
+    tune_cfg = json.loads((out / "run-tune" / "model" / "train_config.json").read_text())
+    assert tune_cfg["train_text_encoder"] and tune_cfg["reference_exclude"] and tune_cfg["max_steps"] == 2
+    assert done["prep"]["tune"]["kept"] > done["prep"]["face0"]["kept"]  # the override images are only there
     # a second run finds every stage done and redoes only what it is told to
     stamps = {s: (out / "stages" / f"{s}.json").stat().st_mtime_ns for s in STAGES}
     again = build(out, cfg, redo=("characters",), until="characters")

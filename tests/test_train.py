@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -603,6 +604,16 @@ def test_identity_groups_pair_each_row_with_the_other_images_of_its_identity() -
         T.identity_groups(["x1", "y1"], r"^(\w)")
 
 
+def test_excluded_images_train_but_never_condition_another() -> None:
+    keys = ["id1-0", "id1-1", "id1-2", "id2-0", "id2-1"]
+    excluded = [False, True, False, True, False]  # e.g. the dyed-hair photos
+    groups = T.identity_groups(keys, r"^(id\d+)-", excluded)
+    assert [g.tolist() for g in groups] == [[2], [0, 2], [0], [4], [4]]  # id2-1: no other eligible one, itself
+    assert all(j not in (1, 3) for i, g in enumerate(groups) if i not in (1, 3) for j in g)
+    with pytest.raises(BadInput, match="matches every caption"):
+        T.identity_groups(keys, r"^(id\d+)-", [True] * 5)
+
+
 def test_batch_stream_partner_draws_are_seeded_and_leave_the_rows_unchanged() -> None:
     plain = T.BatchStream(10, 3, 0, 1, seed=5, flip=True)
     paired = T.BatchStream(10, 3, 0, 1, seed=5, flip=True, partner=True)
@@ -640,6 +651,10 @@ def test_a_run_with_identity_pairs_and_a_full_gmm(world: World, tmp_path: Path) 
     assert json.loads((result.model_dir / "train_config.json").read_text())["identity_pattern"] == r"^(p\d)-"
     with pytest.raises(BadInput, match="matches none"):
         T.train(replace(cfg, identity_pattern="^zz"), triplets=trip, out=tmp_path / "o2", base=world.sd)
+    captions = TripletFile(trip).captions()
+    with pytest.raises(BadInput, match="matches every caption"):  # the caption filter reaches the pairing
+        T.train(replace(cfg, reference_exclude="|".join(map(re.escape, captions))), triplets=trip,
+                out=tmp_path / "o3", base=world.sd)  # fmt: skip
 
 
 def test_identity_and_gmm_options_are_checked() -> None:
@@ -647,5 +662,9 @@ def test_identity_and_gmm_options_are_checked() -> None:
         TrainConfig(gmm_covariance="round")
     with pytest.raises(ParameterError, match="regular expression"):
         TrainConfig(identity_pattern="(unclosed")
+    with pytest.raises(ParameterError, match="regular expression"):
+        TrainConfig(identity_pattern="x", reference_exclude="[")
+    with pytest.raises(ParameterError, match="needs identity_pattern"):
+        TrainConfig(reference_exclude="hat")
     with pytest.raises(ParameterError, match="gmm_max_components"):
         TrainConfig(gmm_max_components=0)

@@ -236,6 +236,13 @@ def train(
             "conditioned on another image of the same person.",
         ),
     ] = "",
+    reference_exclude: Annotated[
+        str,
+        typer.Option(
+            "--reference-exclude",
+            help="Regex over the captions: matching images never condition another (with --identity-pattern).",
+        ),
+    ] = "",
     gmm_covariance: Annotated[
         str, typer.Option("--gmm-covariance", help="Covariance of the random-face GMM: diag, full, tied, spherical.")
     ] = "diag",
@@ -279,6 +286,7 @@ def train(
         projector_lr=projector_lr,
         projector_hidden_dim=projector_hidden_dim,
         identity_pattern=identity_pattern,
+        reference_exclude=reference_exclude,
         gmm_covariance=gmm_covariance,
         gmm_max_components=gmm_components,
         log_every=log_every,

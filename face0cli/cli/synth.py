@@ -10,15 +10,14 @@ from typing import Annotated
 
 import typer
 
+from face0cli.synthetic.build import STAGES
+
 synth_app = typer.Typer(
     help="The synthetic portrait world and the build of the embedded default model.",
     no_args_is_help=True,
 )
 
-Stage = Enum(  # type: ignore[misc]
-    "Stage", {s: s for s in ("world", "detect", "embedder", "judge", "vae", "prep", "base", "face0", "package",
-                             "characters", "scorecard")}, type=str
-)  # fmt: skip
+Stage = Enum("Stage", {s: s for s in STAGES}, type=str)  # type: ignore[misc]
 
 
 @synth_app.command("world")
@@ -32,7 +31,7 @@ def world(
     seed: Annotated[int, typer.Option("--seed", help="The world's seed.")] = 0,
     processes: Annotated[int, typer.Option("--processes", help="Rendering processes.")] = 2,
 ) -> None:
-    """Render procedural portraits with captions and the truth: a data set `face0 prep` reads (face0/, base/)."""
+    """Render procedural portraits with captions and the truth: a data set `face0 prep` reads (face0/, tune/, base/)."""
     from face0cli.errors import ParameterError
     from face0cli.synthetic.world import WorldConfig, write_world
 
@@ -56,7 +55,8 @@ def build(
     seed: Annotated[int, typer.Option("--seed", help="Seeds every stage.")] = 0,
 ) -> None:
     """Build the embedded default model from nothing: portraits -> embedder and judge -> VAE -> prep -> base
-    model -> Face0 stage -> package -> example characters -> scorecard. Rerun to resume after a stop."""
+    model -> Face0 stage -> tune stage -> package -> example characters -> scorecard. Rerun to resume after a
+    stop."""
     from dataclasses import replace
 
     from face0cli.synthetic.build import BuildConfig

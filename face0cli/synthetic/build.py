@@ -4,21 +4,27 @@ Stages, each resumable (a finished stage leaves DIR/stages/NAME.json with its fi
 skipped next time; the two training stages resume from their last checkpoint):
 
 1. world     procedural portraits of training and held-out identities, captions, truth (synthetic.world):
-             base captions partly without the face traits (base_plain), hair-override images for the Face0
+             base captions partly without the face traits (base_plain), hair-override images for the tune
              stage only (override_extra)
 2. detect    how often the real MTCNN finds the portraits' faces (decides the embedder's framing)
 3. embedder  the conditioning embedder (synthetic.nets.FaceNet, CosFace) on training identities
 4. judge     the independent judge (synthetic.nets.JudgeNet: other architecture and seed, attribute heads)
 5. vae       the VAE on the portraits; then an untrained SD-shaped base (synthetic.model.init_base)
-6. prep      `face0 prep` of the two caption sets (with and without face traits), with VAE latents
+6. prep      `face0 prep` of the three sets (captions with face traits; without; without + the override
+             images), with VAE latents
 7. base      `face0 train` of the base model: UNet + text encoder from scratch on captions that spell out the
              face traits, face tokens always zero (what SD is to Face0)
 8. face0     `face0 train` from that base as from SD: captions without traits, UNet + projector, text
              encoder and VAE frozen, face dropout 20%, each image conditioned on another image of the same
              person (--identity-pattern), a full-covariance GMM of faces
-9. package   the model directory (fp16 weights, the embedder and judge beside it) -> DIR/default-model
-10. characters  named example characters from held-out identities (portraits + a library file)
-11. scorecard   the quality figures (synthetic.scorecard) -> DIR/scorecard.json, scorecard.md and a grid
+9. tune      `face0 train` from that Face0 model with the text encoder trained too, on the Face0 images plus
+             the hair-override ones; a dyed-hair image never conditions another (--reference-exclude). Our
+             small base never learnt to bind a colour word to the hair ("with pink hair" drew blue hair, its
+             text encoder's "hair" token barely tells blue from green), which SD can do: this stage teaches it
+             (trait override, paper Fig. 4) and sharpens the random characters
+10. package  the model directory (fp16 weights, the embedder and judge beside it) -> DIR/default-model
+11. characters  named example characters from held-out identities (portraits + a library file)
+12. scorecard   the quality figures (synthetic.scorecard) -> DIR/scorecard.json, scorecard.md and a grid
 
 Everything is seeded; the training stages run the real CLI in a subprocess.
 """
@@ -40,7 +46,12 @@ import numpy as np
 
 from face0cli.console import console
 
-STAGES = ("world", "detect", "embedder", "judge", "vae", "prep", "base", "face0", "package", "characters", "scorecard")
+STAGES = (
+    "world", "detect", "embedder", "judge", "vae", "prep", "base", "face0", "tune", "package", "characters",
+    "scorecard",
+)  # fmt: skip
+# captions of the images that the tune stage never conditions on (their hair is not the person's)
+DYED_HAIR = r"with \w+ hair"
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,7 @@ class BuildConfig:
     ids_heldout: int = 20
     per_heldout: int = 12
     base_plain: float = 0.0
-    override_extra: int = 0
+    override_extra: int = 5
     embedder_steps: int = 400
     judge_steps: int = 500
     vae_steps: int = 3000
@@ -63,6 +74,8 @@ class BuildConfig:
     face0_lr: float = 1e-4
     face0_face_drop: float = 0.2
     projector_lr: float = 1e-3
+    tune_steps: int = 1500
+    tune_lr: float = 1e-4
     batch_size: int = 32
     checkpoint_every: int = 100
     validate_every: int = 250
@@ -72,7 +85,7 @@ class BuildConfig:
         """A few steps of everything (tests and a smoke run): the same code, a tiny world."""
         return cls(
             ids_train=12, per_train=4, ids_heldout=4, per_heldout=4, embedder_steps=4, judge_steps=4, vae_steps=4,
-            base_steps=2, face0_steps=2, batch_size=4, checkpoint_every=1, validate_every=0,
+            base_steps=2, face0_steps=2, tune_steps=2, batch_size=4, checkpoint_every=1, validate_every=0,
         )  # fmt: skip
 
 
@@ -236,7 +249,7 @@ def st_prep(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     from face0cli.errors import BadInput
 
     figures = {}
-    for name in ("base", "face0"):
+    for name in ("base", "face0", "tune"):
         dest = out / f"triplets-{name}.h5"
         if dest.is_file():  # a finished file is from an earlier build (the stage is being redone): start over;
             try:  # an unfinished one is this stage's, stopped: prep resumes it
@@ -287,10 +300,22 @@ def st_face0(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     return {"steps": cfg.face0_steps, "log": str(out / "run-face0" / "logs" / "train.csv")}
 
 
+def st_tune(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    args = [
+        "train", "-t", str(out / "triplets-tune.h5"), "--base", str(out / "run-face0" / "model"), "--out",
+        str(out / "run-tune"), "--max-steps", str(cfg.tune_steps), "--lr", str(cfg.tune_lr), "--projector-lr",
+        str(cfg.tune_lr), "--warmup", "20", "--face-drop", str(cfg.face0_face_drop), "--text-drop", "0.1",
+        "--ema-decay", "0.995", "--identity-pattern", r"^(id\d+)-", "--reference-exclude", DYED_HAIR,
+        "--gmm-covariance", "full", "--train-text-encoder",
+    ]  # fmt: skip
+    _face0(args + _train_args(cfg), out / "build.log")
+    return {"steps": cfg.tune_steps, "log": str(out / "run-tune" / "logs" / "train.csv")}
+
+
 def st_package(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     from face0cli.synthetic.package import package_model
 
-    return package_model(out / "run-face0" / "model", out / "embedder", out / "judge", out / "default-model")
+    return package_model(out / "run-tune" / "model", out / "embedder", out / "judge", out / "default-model")
 
 
 def st_characters(out: Path, cfg: BuildConfig) -> dict[str, Any]:
@@ -314,6 +339,7 @@ RUNNERS: dict[str, Callable[[Path, BuildConfig], dict[str, Any]]] = {
     "prep": st_prep,
     "base": st_base,
     "face0": st_face0,
+    "tune": st_tune,
     "package": st_package,
     "characters": st_characters,
     "scorecard": st_scorecard,

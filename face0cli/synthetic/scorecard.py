@@ -13,11 +13,12 @@ What each figure is (held-out identities never seen by the model, the embedder o
   c = 1.4 with a = 1.
 - consistency (paper §3.1): random characters across 5 prompts; a pair of images of one character counts when the
   judge finds it more similar to its own other image than to any other character's image of the same prompt.
-- interpolation (paper §3.3): 6-step strips between two held-out identities at a fixed seed; judge similarity
-  to A must fall monotonically.
+- interpolation (paper §3.3): 6-step strips between two held-out identities (each identity is A once, at two
+  seeds: 40 strips); judge similarity to A must fall monotonically (a rise of at most 0.02 between neighbours).
 - debias (paper §3.1, Fig. 3): the planted bias (doctors and pilots with beards); the judge's beard head on
   text-only generations and on `debias` generations (a fresh random face each), against the training base rate.
-- speed: one 64 px image at 25 steps in-process (median of 5), and `face0 generate` cold from the shell.
+- speed: one 64 px image at 25 steps in-process (median of 5), and `face0 generate` cold from the shell (a
+  fresh process each time: the median and the slowest of 3).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def _grid(images: np.ndarray, cols: int, scale: int = 3) -> Image.Image:
 
 
 def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: float = 7.5) -> dict[str, Any]:
-    """Measure every figure of the module doc; write out/scorecard.json, out/scorecard.md and out/grid.png."""
+    """Measure every figure of the module doc; write out/scorecard.json, out/scorecard.md and the pictures
+    (grid.png: identities x prompts, override.png: identities x hair colours, strips.png: interpolations)."""
     out.mkdir(parents=True, exist_ok=True)
     sc = Scorer(model_dir, world, steps=4 if quick else 25, w=w)
     ids = sc.ids
@@ -175,8 +177,10 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     ov_rows = [(i, colour) for i in range(n_id) for colour in HAIR_OVERRIDE]
     ovp = [f"a photo of a person in a grey shirt on a white background, with {c} hair" for _, c in ov_rows]
     ovp = [p.replace("white background", "yellow background") for p in ovp]
-    _, oattrs = sc.read(sc.generate(ovp, np.stack([sc.faces[i] for i, _ in ov_rows]), [0] * len(ov_rows)))
+    ov_images = sc.generate(ovp, np.stack([sc.faces[i] for i, _ in ov_rows]), [0] * len(ov_rows))
+    _, oattrs = sc.read(ov_images)
     res["trait_override"] = float(np.mean(oattrs["hair"] == np.array([c for _, c in ov_rows])))
+    _grid(ov_images[: 8 * len(HAIR_OVERRIDE)], 8).save(out / "override.png")  # 8 identities x the colours
 
     # 3. the c / a knobs on stylised prompts
     st_rows = [(i, p) for i in range(n_id) for p in range(len(STYLISED))]
@@ -210,22 +214,19 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
                 total += 1
     res["consistency"] = hits / total
 
-    # 5. interpolation strips between held-out identities
-    n_pairs = 5 if quick else 10
-    mono = 0
-    strip_images = []
+    # 5. interpolation strips between held-out identities: each identity is A once, at two seeds
+    strips = [(k, s) for s in ((11,) if quick else (11, 12)) for k in range(n_id)]
     ts = np.linspace(0, 1, 6)
-    for k in range(n_pairs):
-        ia, ib = k % n_id, (k + n_id // 2) % n_id
-        fa, fb = sc.faces[ia], sc.faces[ib]
-        strip = np.stack([(1 - t) * fa + t * fb for t in ts]).astype(np.float32)
-        imgs = sc.generate([PROMPTS[0][0]] * 6, strip, [11] * 6)
-        if k < 4:
-            strip_images.append(imgs)
-        zs, _ = sc.read(imgs)
-        sims = zs @ sc.centroids[ia]
-        mono += bool(np.all(np.diff(sims) <= 0.02))
-    res["interpolation_monotone"] = mono / n_pairs
+    s_faces = np.concatenate(
+        [np.stack([(1 - t) * sc.faces[k] + t * sc.faces[(k + n_id // 2) % n_id] for t in ts]) for k, _ in strips]
+    ).astype(np.float32)
+    s_images = sc.generate([PROMPTS[0][0]] * len(s_faces), s_faces, [s for _, s in strips for _ in ts])
+    zs, _ = sc.read(s_images)
+    zs = zs.reshape(len(strips), len(ts), -1)
+    sims = np.stack([zs[j] @ sc.centroids[k] for j, (k, _) in enumerate(strips)])
+    res["interpolation_monotone"] = float(np.mean(np.all(np.diff(sims, axis=1) <= 0.02, axis=1)))
+    res["interpolation_strips"] = len(strips)
+    strip_images = [s_images[j * len(ts) : (j + 1) * len(ts)] for j in range(min(4, len(strips)))]
     _grid(np.concatenate(strip_images), 6).save(out / "strips.png")
 
     # 6. debias: text-only vs a fresh random face per image, for the planted professions
@@ -272,15 +273,18 @@ def speed(model_dir: Path) -> dict[str, float]:
         pipe(PROMPTS[0][0], face, num_inference_steps=25, generator=torch.Generator().manual_seed(k), output_type="np")
         times.append(time.perf_counter() - t)
     out_png = Path(model_dir).parent / "speed-check.png"
-    t = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "face0cli", "generate", "--model", str(model_dir), "--face", "random:1", "--prompt",
-         PROMPTS[0][0], "--steps", "25", "--out", str(out_png), "--force"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    cold = time.perf_counter() - t
+    cold = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "face0cli", "generate", "--model", str(model_dir), "--face", "random:1", "--prompt",
+             PROMPTS[0][0], "--steps", "25", "--out", str(out_png), "--force"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        cold.append(time.perf_counter() - t)
     out_png.unlink(missing_ok=True)
-    return {"in_process_s": float(np.median(times[1:])), "cli_cold_s": cold}
+    median = float(np.median(cold))
+    return {"in_process_s": float(np.median(times[1:])), "cli_cold_s": median, "cli_cold_max_s": max(cold)}
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -298,7 +302,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"{pc['shirt']:.3f} / {pc['style']:.3f} |",
         f"| trait override ('with blue hair' ...) | >= 0.70 | {res['trait_override']:.3f} |",
         f"| consistency of random characters over 5 prompts | >= 0.80 | {res['consistency']:.3f} |",
-        f"| interpolation: similarity to A falls monotonically | >= 0.80 | {res['interpolation_monotone']:.3f} |",
+        f"| interpolation: similarity to A falls monotonically ({res.get('interpolation_strips', 10)} strips) "
+        f"| >= 0.80 | {res['interpolation_monotone']:.3f} |",
     ]
     d = res["debias"]
     for job in ("doctor", "teacher"):
@@ -310,7 +315,8 @@ def markdown(res: dict[str, Any]) -> str:
         )
     s = res["speed"]
     lines.append(f"| one 64 px image, 25 steps, in-process | <= 1.5 s | {s['in_process_s']:.2f} s |")
-    lines.append(f"| `face0 generate` cold from the shell | <= 10 s | {s['cli_cold_s']:.1f} s |")
+    slowest = f" (slowest of 3: {s['cli_cold_max_s']:.1f} s)" if "cli_cold_max_s" in s else ""
+    lines.append(f"| `face0 generate` cold from the shell, median of 3 | <= 10 s | {s['cli_cold_s']:.1f} s{slowest} |")
     lines += ["", "c / a on stylised prompts (paper §3.4, Fig. 7):", "", "| c | a | style | identification | gap |"]
     lines.append("|---|---|---|---|---|")
     for row in res["c_a_curve"]:

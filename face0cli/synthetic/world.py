@@ -4,9 +4,10 @@
 identities (`per_heldout` images each; never seen by the model, the embedder or the judge) into a folder:
 
     world/
-      face0/   NNNN.png + NNNN.txt   captions without face traits (what `face0 prep` reads for the Face0 stage),
-                                     plus `override_extra` more images per training identity with a hair-colour
-                                     override ("with blue hair"; split "face0-extra": the Face0 stage only)
+      face0/   NNNN.png + NNNN.txt   captions without face traits (what `face0 prep` reads for the Face0 stage)
+      tune/    NNNN.png + NNNN.txt   the face0 images (hard links) plus `override_extra` more images per training
+                                     identity with a hair-colour override ("with blue hair"; split "face0-extra":
+                                     only the build's tune stage trains on them)
       base/    NNNN.png + NNNN.txt   the training images (hard links), captions with the face traits (the base
                                      model), except a `base_plain` share that do not describe the face (as real
                                      captions often do not: so the base model also learns to draw a face that the
@@ -36,8 +37,8 @@ from face0cli.synthetic.portraits import HAIR_OVERRIDE, Identity, Sample, make_i
 
 WORLD_JSON = "world.json"
 TRUTH = "truth.jsonl"
-SPLITS = ("face0", "base", "heldout")
-EXTRA = "face0-extra"  # the truth split of the override images only the Face0 stage trains on
+SPLITS = ("face0", "tune", "base", "heldout")
+EXTRA = "face0-extra"  # the truth split of the override images only the tune stage trains on
 
 
 @dataclass(frozen=True)
@@ -99,11 +100,15 @@ def _render_chunk(args: tuple[WorldConfig, list[tuple[str, str]], str]) -> int:
         ident = make_identity(ident_index, cfg.seed)
         s = _extra(cfg, ident, k) if split == EXTRA else sample(ident, k, cfg.seed, bias=cfg.bias and split == "train")
         img = render(s.identity, s.scene, cfg.size)
-        if split in ("train", EXTRA):
+        if split == EXTRA:
+            img.save(r / "tune" / f"{key}.png", optimize=False, compress_level=1)
+            (r / "tune" / f"{key}.txt").write_text(s.caption + "\n", encoding="utf-8")
+        if split == "train":
             img.save(r / "face0" / f"{key}.png", optimize=False, compress_level=1)
             (r / "face0" / f"{key}.txt").write_text(s.caption + "\n", encoding="utf-8")
-        if split == "train":
             os.link(r / "face0" / f"{key}.png", r / "base" / f"{key}.png")
+            os.link(r / "face0" / f"{key}.png", r / "tune" / f"{key}.png")
+            os.link(r / "face0" / f"{key}.txt", r / "tune" / f"{key}.txt")
             base = s.caption if plain_base_caption(cfg, key) else s.caption_traits
             (r / "base" / f"{key}.txt").write_text(base + "\n", encoding="utf-8")
         elif split == "heldout":
@@ -160,7 +165,7 @@ def read_truth(world: Path, split: str | None = None) -> list[dict[str, Any]]:
 
 
 def image_path(world: Path, row: dict[str, Any]) -> Path:
-    folder = "face0" if row["split"] in ("train", EXTRA) else "heldout"
+    folder = {"train": "face0", EXTRA: "tune"}.get(row["split"], "heldout")
     return Path(world) / folder / f"{row['key']}.png"
 
 

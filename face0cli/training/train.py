@@ -652,7 +652,13 @@ def train(
     val_rows = [trip[i] for i in range(min(cfg.validation_faces, len(trip)))] if cfg.validate_every else []
     val_faces = np.stack([r["embedding"] for r in val_rows]) if val_rows else None
     val_keys = [r["key"] for r in val_rows]
-    partners = identity_groups(trip.keys(), cfg.identity_pattern) if cfg.identity_pattern else None
+    partners = None
+    if cfg.identity_pattern:
+        excluded = None
+        if cfg.reference_exclude:
+            rx = re.compile(cfg.reference_exclude)
+            excluded = [rx.search(c) is not None for c in trip.captions()]
+        partners = identity_groups(trip.keys(), cfg.identity_pattern, excluded)
     trip.close()  # DataLoader workers open their own handle
 
     # 2. Resume: model, optimizer, schedule, EMA and RNG states, and the step (hence the data position)
@@ -1008,11 +1014,12 @@ def _fit_gmm(trip: TripletFile, cfg: TrainConfig) -> FaceGMM | None:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def identity_groups(keys: list[str], pattern: str) -> list[np.ndarray]:
+def identity_groups(keys: list[str], pattern: str, excluded: list[bool] | None = None) -> list[np.ndarray]:
     """Per row, the other rows of its identity (the regex's first group of the key, else its whole match).
 
-    A row whose identity has no other image keeps itself. BadInput when the pattern matches no key, or when
-    no identity has two images (then there is nothing to draw from).
+    Rows flagged in `excluded` are never drawn as another row's partner (they still have partners). A row whose
+    identity has no other eligible image keeps itself. BadInput when the pattern matches no key, when no
+    identity has two images (then there is nothing to draw from), or when `excluded` leaves no partner at all.
     """
     rx = re.compile(pattern)
     names: list[str | None] = []
@@ -1027,11 +1034,14 @@ def identity_groups(keys: list[str], pattern: str) -> list[np.ndarray]:
             rows.setdefault(n, []).append(i)
     if all(len(v) < 2 for v in rows.values()):
         raise BadInput(f"--identity-pattern {pattern!r} gives no identity with two images: nothing to pair.")
+    ok = [True] * len(keys) if excluded is None else [not e for e in excluded]
     out = []
     for i, n in enumerate(names):
         group = rows[n] if n is not None else [i]
-        others = [j for j in group if j != i] or [i]
+        others = [j for j in group if j != i and ok[j]] or [i]
         out.append(np.asarray(others, dtype=np.int64))
+    if excluded is not None and all(len(o) == 1 and o[0] == i for i, o in enumerate(out)):
+        raise BadInput("--reference-exclude leaves no image to condition on: it matches every caption.")
     return out
 
 
