@@ -632,7 +632,8 @@ class Face0Pipeline(DiffusionPipeline, StableDiffusionMixin):
                 f"this model was trained at {default_size}x{default_size} px; at {width}x{height} expect repeated "
                 "or broken shapes (leave the size out to get the trained one)."
             )
-        embedding = None if face is None else torch.as_tensor(np.asarray(face, dtype=np.float32))
+        # a copy: the caller's array may be read-only (an h5py or GMM buffer), and torch warns on those
+        embedding = None if face is None else torch.from_numpy(np.array(face, dtype=np.float32))
         self.check_inputs(
             prompts,
             negatives,
