@@ -410,7 +410,10 @@ def character_new(
             char = Character.new(
                 name, vector, ctx.embedder_id, "photo", {"from_image": prov, "model": ctx.model}, note=note
             )
-            thumb = _image_thumbnail(from_image) if thumbnail else None
+            if thumbnail:
+                from face0cli.faces.images import load_image
+
+                thumb = load_image(from_image)
         else:
             face = ctx.face(f"random:{seed}" if seed is not None else "random")
             prov = {
@@ -449,12 +452,6 @@ def _draws(model: str | None, embedder_id: str) -> bool:
 
     f = (Path(model) if model else DEFAULT_MODEL_DIR) / FACE0_JSON
     return f.is_file() and Face0Config.load(f).embedder_id == embedder_id
-
-
-def _image_thumbnail(path: Path) -> Any:
-    from face0cli.faces.images import load_image
-
-    return load_image(path)
 
 
 def _save_crops(folder: Path, name: str, crops: list[Any], force: bool) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from face0cli.synthetic.build import STAGES
+from face0cli.synthetic import STAGES
 
 synth_app = typer.Typer(
     help="The synthetic portrait world and the build of the embedded default model.",

@@ -45,11 +45,8 @@ from typing import Any
 import numpy as np
 
 from face0cli.console import console
+from face0cli.synthetic import STAGES
 
-STAGES = (
-    "world", "detect", "embedder", "judge", "vae", "prep", "base", "face0", "tune", "package", "characters",
-    "scorecard",
-)  # fmt: skip
 # captions of the images that the tune stage never conditions on (their hair is not the person's)
 DYED_HAIR = r"with \w+ hair"
 
@@ -270,46 +267,45 @@ def st_prep(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     return figures
 
 
-def _train_args(cfg: BuildConfig) -> list[str]:
-    return [
-        "--resolution", "64", "--batch-size", str(cfg.batch_size), "--workers", "0", "--checkpoint-every",
-        str(cfg.checkpoint_every), "--validate-every", str(cfg.validate_every), "--seed", str(cfg.seed),
-        "--snr-gamma", "5", "--resume", "latest", "--log-every", "10",
+def _train(out: Path, cfg: BuildConfig, data: str, base: Path, run: str, steps: int, *args: str) -> dict[str, Any]:
+    """`face0 train` on DIR/triplets-DATA.h5 from BASE into DIR/RUN: what every training stage shares, plus
+    ARGS (the stage's own options); resumes from RUN's last checkpoint."""
+    shared = [
+        "train", "-t", str(out / f"triplets-{data}.h5"), "--base", str(base), "--out", str(out / run), "--max-steps",
+        str(steps), "--text-drop", "0.1", "--ema-decay", "0.995", "--resolution", "64", "--batch-size",
+        str(cfg.batch_size), "--workers", "0", "--checkpoint-every", str(cfg.checkpoint_every), "--validate-every",
+        str(cfg.validate_every), "--seed", str(cfg.seed), "--snr-gamma", "5", "--resume", "latest", "--log-every",
+        "10",
     ]  # fmt: skip
+    _face0(shared + list(args), out / "build.log")
+    return {"steps": steps, "log": str(out / run / "logs" / "train.csv")}
+
+
+# each image of the Face0 and tune stages is conditioned on another image of the same person
+SAME_PERSON = ("--identity-pattern", r"^(id\d+)-", "--gmm-covariance", "full")
 
 
 def st_base(out: Path, cfg: BuildConfig) -> dict[str, Any]:
-    args = [
-        "train", "-t", str(out / "triplets-base.h5"), "--base", str(out / "base-sd"), "--out", str(out / "run-base"),
-        "--max-steps", str(cfg.base_steps), "--lr", str(cfg.base_lr), "--warmup", "100", "--face-drop", "1.0",
-        "--text-drop", "0.1", "--train-text-encoder", "--ema-decay", "0.995", "--projector-normalize",
-        "--projector-hidden-dim", "256",
-    ]  # fmt: skip
-    _face0(args + _train_args(cfg), out / "build.log")
-    return {"steps": cfg.base_steps, "log": str(out / "run-base" / "logs" / "train.csv")}
+    return _train(
+        out, cfg, "base", out / "base-sd", "run-base", cfg.base_steps, "--lr", str(cfg.base_lr), "--warmup", "100",
+        "--face-drop", "1.0", "--train-text-encoder", "--projector-normalize", "--projector-hidden-dim", "256",
+    )  # fmt: skip
 
 
 def st_face0(out: Path, cfg: BuildConfig) -> dict[str, Any]:
-    args = [
-        "train", "-t", str(out / "triplets-face0.h5"), "--base", str(out / "run-base" / "model"), "--out",
-        str(out / "run-face0"), "--max-steps", str(cfg.face0_steps), "--lr", str(cfg.face0_lr), "--projector-lr",
-        str(cfg.projector_lr), "--warmup", "50", "--face-drop", str(cfg.face0_face_drop), "--text-drop", "0.1",
-        "--ema-decay", "0.995", "--identity-pattern", r"^(id\d+)-", "--gmm-covariance", "full",
-    ]  # fmt: skip
-    _face0(args + _train_args(cfg), out / "build.log")
-    return {"steps": cfg.face0_steps, "log": str(out / "run-face0" / "logs" / "train.csv")}
+    return _train(
+        out, cfg, "face0", out / "run-base" / "model", "run-face0", cfg.face0_steps, "--lr", str(cfg.face0_lr),
+        "--projector-lr", str(cfg.projector_lr), "--warmup", "50", "--face-drop", str(cfg.face0_face_drop),
+        *SAME_PERSON,
+    )  # fmt: skip
 
 
 def st_tune(out: Path, cfg: BuildConfig) -> dict[str, Any]:
-    args = [
-        "train", "-t", str(out / "triplets-tune.h5"), "--base", str(out / "run-face0" / "model"), "--out",
-        str(out / "run-tune"), "--max-steps", str(cfg.tune_steps), "--lr", str(cfg.tune_lr), "--projector-lr",
-        str(cfg.tune_lr), "--warmup", "20", "--face-drop", str(cfg.face0_face_drop), "--text-drop", "0.1",
-        "--ema-decay", "0.995", "--identity-pattern", r"^(id\d+)-", "--reference-exclude", DYED_HAIR,
-        "--gmm-covariance", "full", "--train-text-encoder",
-    ]  # fmt: skip
-    _face0(args + _train_args(cfg), out / "build.log")
-    return {"steps": cfg.tune_steps, "log": str(out / "run-tune" / "logs" / "train.csv")}
+    return _train(
+        out, cfg, "tune", out / "run-face0" / "model", "run-tune", cfg.tune_steps, "--lr", str(cfg.tune_lr),
+        "--projector-lr", str(cfg.tune_lr), "--warmup", "20", "--face-drop", str(cfg.face0_face_drop),
+        *SAME_PERSON, "--reference-exclude", DYED_HAIR, "--train-text-encoder",
+    )  # fmt: skip
 
 
 def st_package(out: Path, cfg: BuildConfig) -> dict[str, Any]:
