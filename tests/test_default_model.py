@@ -62,6 +62,22 @@ def test_a_user_character_wins_over_an_example_of_the_same_name(tmp_path: Path) 
     assert r.exit_code == 0 and "synthetic/facenet-" in r.stdout
 
 
+def test_example_characters_mix_into_the_users_library(tmp_path: Path) -> None:
+    from face0cli.library.store import FaceStore
+
+    examples = DEFAULT_MODEL_DIR / "characters.h5"
+    before = examples.read_bytes()
+    r = run("mix", "ada", "bruno", "--t", 0.25, "--name", "adabruno", "--json")
+    assert r.exit_code == 0, r.output
+    store = FaceStore(tmp_path / "store" / "characters.h5")  # the user's library (conftest), not the examples
+    ex = FaceStore(examples)
+    want = 0.75 * ex.get("ada").vector.astype(np.float64) + 0.25 * ex.get("bruno").vector
+    np.testing.assert_allclose(store.get("adabruno").vector, want, rtol=1e-5, atol=1e-6)
+    assert examples.read_bytes() == before and "adabruno" not in ex
+    r = run("mix", "ada", "nobody", "--t", 0.5, "--name", "x")
+    assert r.exit_code != 0 and "nobody" in r.output and "Traceback" not in r.output
+
+
 def test_a_photo_is_embedded_with_the_synthetic_embedder_and_no_face_is_a_clean_error(photo_dir: Path) -> None:
     r = run("embed", photo_dir / "astronaut.jpg", "--name", "eileen")
     assert r.exit_code == 0, r.output

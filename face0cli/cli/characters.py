@@ -137,10 +137,13 @@ def mix(
 
     if not name:
         raise BadInput("give the new character a name with --name.")
+    from face0cli.generation.context import example_characters
+
     lib = store_for_new(store, name, force)
     made = mix_characters(
-        lib, specs or [], t=t, base=base, towards=towards, origin=origin, amount=amount, extrapolate=extrapolate
-    )
+        lib, specs or [], t=t, base=base, towards=towards, origin=origin, amount=amount, extrapolate=extrapolate,
+        examples=example_characters(model),
+    )  # fmt: skip
     char = made.character(name, note=note)
     strip_path = None
     ctx = None

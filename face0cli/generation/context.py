@@ -105,11 +105,21 @@ class ModelContext:
     def examples(self) -> Any:
         """The model's example characters (characters.h5 in its directory), or None: names the user's library
         does not have are looked up there."""
-        from face0cli.library.store import FaceStore
-        from face0cli.synthetic.package import EXAMPLES
+        return example_characters(self.model)
 
-        path = Path(self.model) / EXAMPLES if self.model and Path(self.model).is_dir() else None
-        return FaceStore(path) if path is not None and path.is_file() else None
+
+def example_characters(model: str | None) -> Any:
+    """The example characters (a FaceStore) of MODEL (a directory; None or "": the embedded default model, if
+    it is installed), or None when it has none."""
+    from face0cli.library.store import FaceStore
+    from face0cli.synthetic.package import EXAMPLES
+
+    if not model:
+        from face0cli.synthetic.default import DEFAULT_MODEL_DIR
+
+        model = str(DEFAULT_MODEL_DIR)
+    path = Path(model) / EXAMPLES if Path(model).is_dir() else None
+    return FaceStore(path) if path is not None and path.is_file() else None
 
 
 def check_free(paths: list[Path], force: bool) -> None:

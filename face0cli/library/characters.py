@@ -64,6 +64,24 @@ class Mix:
         return Character.new(name, self.vector, self.parts[0].embedder_id, "mix", self.provenance, note=note)
 
 
+class _Lookup:
+    """get() in the user's store, then in a model's example characters."""
+
+    def __init__(self, store: FaceStore, examples: FaceStore) -> None:
+        self.store, self.examples = store, examples
+
+    def get(self, name: str) -> Character:
+        try:
+            fallback = name not in self.store and name in self.examples
+        except Exception:  # a name that breaks the naming rule: store.get says so
+            fallback = False
+        return (self.examples if fallback else self.store).get(name)
+
+
+def _with_examples(store: FaceStore, examples: FaceStore | None) -> Any:
+    return store if examples is None else _Lookup(store, examples)
+
+
 def mix_characters(
     store: FaceStore,
     specs: Sequence[str] = (),
@@ -74,6 +92,7 @@ def mix_characters(
     origin: str | None = None,
     amount: float = 0.5,
     extrapolate: bool = False,
+    examples: FaceStore | None = None,
 ) -> Mix:
     """One of the three mixes of paper §3.3, chosen by the arguments given:
 
@@ -81,11 +100,14 @@ def mix_characters(
     - an interpolation (T and two names in SPECS): (1-T)*A + T*B, T in [0, 1] unless EXTRAPOLATE;
     - else a weighted mean of SPECS ('alice=0.7', 'bob=0.3'; a bare name weighs 1).
 
+    EXAMPLES (a model's example characters, or None) is where a name the store does not have is looked up.
+
     Raises:
         BadInput: a wrong combination of arguments. ParameterError: a non-finite amount or t, or t outside
         [0, 1] without EXTRAPOLATE. UnknownCharacter, EmbedderMismatch: from the store and the vectors.
     """
     specs = list(specs)
+    store = _with_examples(store, examples)
     if base is not None or towards is not None:
         if base is None or towards is None:
             raise BadInput("a direction edit needs both --base and --towards.")
