@@ -166,7 +166,11 @@ class TrainConfig:
     stream: the model then learns the person rather than the picture, and what the caption asks for ("with blue
     hair") wins over what one photo shows. reference_exclude (a regex over the captions) keeps the images it
     matches from ever being that conditioning image (they still train as targets): a photo with dyed hair or a
-    hat is a poor reference of what the person looks like. gmm_covariance / gmm_max_components shape the GMM of
+    hat is a poor reference of what the person looks like. mix_pattern (a regex over the keys with the named
+    groups a, b and t) marks images of a face between two identities (a morph): such an image is conditioned on
+    (1 - t/100) * e_a + t/100 * e_b, the embeddings of an image of identity a and one of b (names as
+    identity_pattern gives them), as `face0 mix --t` mixes two faces (paper §3.3), so the model learns what a mix
+    of embeddings should look like. gmm_covariance / gmm_max_components shape the GMM of
     random faces.
     """
 
@@ -213,6 +217,7 @@ class TrainConfig:
     gmm_max_components: int = 8
     identity_pattern: str = ""
     reference_exclude: str = ""
+    mix_pattern: str = ""
 
     def __post_init__(self) -> None:
         if self.train not in TRAIN_MODES:
@@ -260,7 +265,7 @@ class TrainConfig:
             raise ParameterError(
                 f"gmm_covariance must be one of {', '.join(COVARIANCE_TYPES)}, got {self.gmm_covariance!r}."
             )
-        for name in ("identity_pattern", "reference_exclude"):
+        for name in ("identity_pattern", "reference_exclude", "mix_pattern"):
             pattern = getattr(self, name)
             try:
                 re.compile(pattern)
@@ -268,6 +273,14 @@ class TrainConfig:
                 raise ParameterError(f"{name} {pattern!r} is not a regular expression ({e}).") from None
         if self.reference_exclude and not self.identity_pattern:
             raise ParameterError("reference_exclude needs identity_pattern (it filters the conditioning images).")
+        if self.mix_pattern:
+            if not self.identity_pattern:
+                raise ParameterError("mix_pattern needs identity_pattern (its a and b name identities).")
+            if not {"a", "b", "t"} <= set(re.compile(self.mix_pattern).groupindex):
+                raise ParameterError(
+                    f"mix_pattern {self.mix_pattern!r} needs the named groups a, b and t, e.g. "
+                    r"'^mix-(?P<a>id\d+)-(?P<b>id\d+)-t(?P<t>\d+)-'."
+                )
         if self.projector_lr < 0:
             raise ParameterError(f"projector_lr must be >= 0 (0: the same as lr), got {self.projector_lr}.")
         if self.snr_gamma < 0:

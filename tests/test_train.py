@@ -614,6 +614,44 @@ def test_excluded_images_train_but_never_condition_another() -> None:
         T.identity_groups(keys, r"^(id\d+)-", [True] * 5)
 
 
+MIX = r"^mix-(?P<a>id\d+)-(?P<b>id\d+)-t(?P<t>\d+)-"
+
+
+def test_mix_groups_find_the_parents_of_each_morph() -> None:
+    keys = ["id1-0", "id1-1", "id2-0", "mix-id1-id2-t30-0", "mix-id2-id1-t75-0", "id2-1"]
+    mixes = T.mix_groups(keys, r"^(id\d+)-", MIX)
+    assert sorted(mixes) == [3, 4]  # only the morphs; their rows never serve as a parent
+    a, b, t = mixes[3]
+    assert a.tolist() == [0, 1] and b.tolist() == [2, 5] and t == pytest.approx(0.30)
+    a, b, t = mixes[4]
+    assert a.tolist() == [2, 5] and b.tolist() == [0, 1] and t == pytest.approx(0.75)
+    excluded = [False, True, False, False, False, False]  # a dyed-hair photo of id1 is no parent either
+    assert T.mix_groups(keys, r"^(id\d+)-", MIX, excluded)[3][0].tolist() == [0]
+    with pytest.raises(BadInput, match="matches none"):
+        T.mix_groups(keys[:3], r"^(id\d+)-", MIX)
+    with pytest.raises(BadInput, match="'id9', which has no image"):
+        T.mix_groups(keys + ["mix-id1-id9-t50-0"], r"^(id\d+)-", MIX)
+    with pytest.raises(BadInput, match="not a number"):
+        T.mix_groups(keys + ["mix-id1-id2-tx-0"], r"^(id\d+)-", r"^mix-(?P<a>id\d+)-(?P<b>id\d+)-t(?P<t>\w+)-")
+
+
+def test_dataset_conditions_a_morph_on_its_parents_mixed(world: World, tmp_path: Path) -> None:
+    emb = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
+    trip = TripletFile(write_triplets(tmp_path / "t.h5", world.refs, embeddings=emb))
+    pipe = Face0Pipeline.from_sd(world.sd, EMBEDDER, DIM, seed=0, hidden_dim=32)
+    partners = [np.array([1]), np.array([0]), np.array([2]), np.array([3])]
+    mixes = {3: (np.array([0, 1]), np.array([2]), 0.25)}  # row 3 is a morph between rows {0, 1} and {2}
+    ds = T.TripletDataset(trip, pipe.tokenizer, 32, partners, mixes)
+    want = 0.75 * emb[0].astype(np.float64) + 0.25 * emb[2]
+    np.testing.assert_allclose(ds[(3, False, 0.2)]["embedding"].numpy(), want, rtol=1e-6, atol=1e-6)
+    want = 0.75 * emb[1].astype(np.float64) + 0.25 * emb[2]
+    np.testing.assert_allclose(ds[(3, False, 0.7)]["embedding"].numpy(), want, rtol=1e-6, atol=1e-6)
+    assert torch.equal(ds[(0, False, 0.5)]["embedding"], torch.from_numpy(emb[1]))  # other rows: their partner
+    two = T.TripletDataset(trip, pipe.tokenizer, 32, partners, {3: (np.array([0, 1]), np.array([1, 2]), 0.5)})
+    drawn = {tuple(np.round(two[(3, False, u)]["embedding"].numpy()[:2], 5)) for u in (0.1, 0.3, 0.6, 0.8)}
+    assert len(drawn) == 4  # u picks a's image and, from what is left of it, b's: all four pairs occur
+
+
 def test_batch_stream_partner_draws_are_seeded_and_leave_the_rows_unchanged() -> None:
     plain = T.BatchStream(10, 3, 0, 1, seed=5, flip=True)
     paired = T.BatchStream(10, 3, 0, 1, seed=5, flip=True, partner=True)
@@ -655,6 +693,9 @@ def test_a_run_with_identity_pairs_and_a_full_gmm(world: World, tmp_path: Path) 
     with pytest.raises(BadInput, match="matches every caption"):  # the caption filter reaches the pairing
         T.train(replace(cfg, reference_exclude="|".join(map(re.escape, captions))), triplets=trip,
                 out=tmp_path / "o3", base=world.sd)  # fmt: skip
+    with pytest.raises(BadInput, match="--mix-pattern .* matches none"):  # and the morph pattern reaches it too
+        T.train(replace(cfg, mix_pattern=r"^mix-(?P<a>p\d)-(?P<b>p\d)-t(?P<t>\d+)-"), triplets=trip,
+                out=tmp_path / "o4", base=world.sd)  # fmt: skip
 
 
 def test_identity_and_gmm_options_are_checked() -> None:
@@ -666,5 +707,9 @@ def test_identity_and_gmm_options_are_checked() -> None:
         TrainConfig(identity_pattern="x", reference_exclude="[")
     with pytest.raises(ParameterError, match="needs identity_pattern"):
         TrainConfig(reference_exclude="hat")
+    with pytest.raises(ParameterError, match="needs identity_pattern"):
+        TrainConfig(mix_pattern=MIX)
+    with pytest.raises(ParameterError, match="named groups a, b and t"):
+        TrainConfig(identity_pattern="x", mix_pattern=r"^mix-(?P<a>\w+)-")
     with pytest.raises(ParameterError, match="gmm_max_components"):
         TrainConfig(gmm_max_components=0)

@@ -243,6 +243,14 @@ def train(
             help="Regex over the captions: matching images never condition another (with --identity-pattern).",
         ),
     ] = "",
+    mix_pattern: Annotated[
+        str,
+        typer.Option(
+            "--mix-pattern",
+            help="Regex over the keys with groups a, b, t (percent): such an image of a face between identities "
+            "a and b is conditioned on their embeddings mixed at t (with --identity-pattern).",
+        ),
+    ] = "",
     gmm_covariance: Annotated[
         str, typer.Option("--gmm-covariance", help="Covariance of the random-face GMM: diag, full, tied, spherical.")
     ] = "diag",
@@ -287,6 +295,7 @@ def train(
         projector_hidden_dim=projector_hidden_dim,
         identity_pattern=identity_pattern,
         reference_exclude=reference_exclude,
+        mix_pattern=mix_pattern,
         gmm_covariance=gmm_covariance,
         gmm_max_components=gmm_components,
         log_every=log_every,

@@ -28,6 +28,13 @@ def world(
     heldout: Annotated[int, typer.Option("--heldout", help="Held-out identities (never trained on).")] = 20,
     per_heldout: Annotated[int, typer.Option("--per-heldout", help="Images of each held-out identity.")] = 12,
     no_bias: Annotated[bool, typer.Option("--no-bias", help="No planted profession-beard bias.")] = False,
+    override_extra: Annotated[
+        int, typer.Option("--override-extra", help="Extra hair-override images per training identity (in tune/).")
+    ] = 0,
+    morph_pairs: Annotated[
+        int,
+        typer.Option("--morph-pairs", help="Training-identity pairs to morph: 4 steps x 2 images each (in tune/)."),
+    ] = 0,
     seed: Annotated[int, typer.Option("--seed", help="The world's seed.")] = 0,
     processes: Annotated[int, typer.Option("--processes", help="Rendering processes.")] = 2,
 ) -> None:
@@ -38,7 +45,15 @@ def world(
     for name, v in (("identities", identities), ("per-identity", per_identity), ("heldout", heldout)):
         if v < 1:
             raise ParameterError(f"--{name} must be >= 1, got {v}.")
-    cfg = WorldConfig(seed, identities, per_identity, heldout, per_heldout, bias=not no_bias)
+    for name, v in (("override-extra", override_extra), ("morph-pairs", morph_pairs)):
+        if v < 0:
+            raise ParameterError(f"--{name} must be >= 0, got {v}.")
+    if morph_pairs and identities < 2:
+        raise ParameterError("--morph-pairs needs at least 2 training identities.")
+    cfg = WorldConfig(
+        seed, identities, per_identity, heldout, per_heldout, bias=not no_bias, override_extra=override_extra,
+        morph_pairs=morph_pairs,
+    )  # fmt: skip
     path = write_world(out, cfg, processes=processes)
     typer.echo(f"{identities * per_identity} training and {heldout * per_heldout} held-out portraits -> {path}")
 

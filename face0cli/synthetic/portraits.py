@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 # ------------------------------------------------------------------------------------------------ vocabulary
+
+RGB = tuple[int, int, int]
 
 SKIN = {
     "pale": (246, 222, 205),
@@ -110,6 +112,11 @@ class Identity:
     face_w: float  # 0..1
     face_h: float  # 0..1
     tint: tuple[int, int, int]  # small per-person skin tint
+    rgb: tuple[RGB, RGB, RGB] | None = None  # skin, hair and iris colours, when not the named ones (a morph)
+
+    def colours(self) -> tuple[RGB, RGB, RGB]:
+        """The skin (before the tint), hair and iris colours."""
+        return self.rgb or (SKIN[self.skin], HAIR[self.hair], EYES[self.eyes])
 
     def traits(self) -> dict[str, str]:
         return {
@@ -148,6 +155,37 @@ def make_identity(index: int, seed: int = 0) -> Identity:
         face_w=r.random(),
         face_h=r.random(),
         tint=(r.randint(-12, 12), r.randint(-12, 12), r.randint(-12, 12)),
+    )
+
+
+def _blend(x: RGB, y: RGB, t: float) -> RGB:
+    return tuple(int(round((1 - t) * a + t * b)) for a, b in zip(x, y))  # type: ignore[return-value]
+
+
+SWITCHED = ("shape", "hair_style", "beard")  # the traits a morph cannot blend: each switches at its own t
+BLENDED = ("brows", "eye_gap", "nose", "mouth", "ears", "face_w", "face_h")
+
+
+def morph(a: Identity, b: Identity, t: float, seed: int = 0) -> Identity:
+    """The face between identities a (t = 0) and b (t = 1), as `mix --t` asks of the model (paper §3.3).
+
+    Colours and proportions blend linearly; face shape, hair style and beard switch from a's to b's, each at its
+    own point in (0.2, 0.8) drawn from (seed, a, b), so one pair's morphs at rising t form one path from a to
+    b. The named traits (captions, truth) are the nearer parent's. The result keeps a's index.
+    """
+    r = random.Random(f"morph:{seed}:{a.index}:{b.index}")
+    switch = {k: r.uniform(0.2, 0.8) for k in SWITCHED}
+    ca, cb = a.colours(), b.colours()
+    near = a if t < 0.5 else b
+    return replace(
+        a,
+        skin=near.skin,
+        hair=near.hair,
+        eyes=near.eyes,
+        **{k: getattr(b if t >= switch[k] else a, k) for k in SWITCHED},
+        **{k: (1 - t) * getattr(a, k) + t * getattr(b, k) for k in BLENDED},
+        tint=_blend(a.tint, b.tint, t),
+        rgb=(_blend(ca[0], cb[0], t), _blend(ca[1], cb[1], t), _blend(ca[2], cb[2], t)),
     )
 
 
@@ -239,8 +277,9 @@ def render(identity: Identity, scene: Scene, size: int = 64) -> Image.Image:
     u = S / 128.0  # drawing unit: coordinates below are for a 128 px canvas
     img = Image.new("RGB", (S, S), COLOURS[scene.background])
     d = ImageDraw.Draw(img)
-    skin: tuple[int, int, int] = tuple(max(0, min(255, c + t)) for c, t in zip(SKIN[identity.skin], identity.tint))  # type: ignore[assignment]
-    hair_rgb = HAIR_OVERRIDE[scene.hair_override] if scene.hair_override else HAIR[identity.hair]
+    skin_rgb, own_hair, iris = identity.colours()
+    skin: RGB = tuple(max(0, min(255, c + t)) for c, t in zip(skin_rgb, identity.tint))  # type: ignore[assignment]
+    hair_rgb = HAIR_OVERRIDE[scene.hair_override] if scene.hair_override else own_hair
     shape = {"oval": (0.40, 0.52), "round": (0.46, 0.48), "long": (0.37, 0.57), "square": (0.44, 0.50)}
     fw, fh = shape[identity.shape]
     fw = (fw + 0.04 * (identity.face_w - 0.5)) * 128 * (1 + 0.05 * scene.scale)
@@ -281,14 +320,13 @@ def render(identity: Identity, scene: Scene, size: int = 64) -> Image.Image:
     # eyes
     gap = fw * (0.19 + 0.07 * identity.eye_gap)
     ey = cy - fh * 0.06
-    iris = EYES[identity.eyes]
     for sx in (-1, 1):
         ex = cx + sx * gap
         d.ellipse(box(ex - 7, ey - 4, ex + 7, ey + 4), fill=(250, 250, 250))
         d.ellipse(box(ex - 3.8, ey - 3.8, ex + 3.8, ey + 3.8), fill=iris)
         d.ellipse(box(ex - 1.6, ey - 1.6, ex + 1.6, ey + 1.6), fill=(15, 15, 15))
         bw = 1.5 + 3 * identity.brows
-        brow = HAIR[identity.hair] if identity.hair_style != "bald" else _shade(skin, 0.55)
+        brow = own_hair if identity.hair_style != "bald" else _shade(skin, 0.55)
         d.line([(ex - 8) * u, (ey - 9) * u, (ex + 8) * u, (ey - 10 + sx * 0.8) * u], fill=brow, width=int(bw * u))
     # nose
     nl = 8 + 8 * identity.nose
@@ -302,7 +340,7 @@ def render(identity: Identity, scene: Scene, size: int = 64) -> Image.Image:
     curve = 2 + 5 * scene.smile
     d.chord(box(cx - mw, my - curve, cx + mw, my + curve), 0, 180, fill=(150, 45, 50))
     # beard / moustache
-    beard_rgb = hair_rgb if identity.hair_style != "bald" else HAIR[identity.hair]
+    beard_rgb = hair_rgb if identity.hair_style != "bald" else own_hair
     if identity.beard == "beard":
         d.chord(box(cx - fw * 0.5, cy - fh * 0.1, cx + fw * 0.5, cy + fh * 0.52), 20, 160, fill=beard_rgb)
         d.chord(box(cx - mw, my - curve, cx + mw, my + curve), 0, 180, fill=(150, 45, 50))
@@ -379,3 +417,19 @@ def sample(identity: Identity, k: int, seed: int = 0, bias: bool = False, **fixe
     scene = random_scene(r, identity, bias=bias, **fixed)
     plain, traits = captions(identity, scene, r)
     return Sample(f"id{identity.index:04d}-{k:03d}", identity, scene, plain, traits)
+
+
+def morph_key(a: int, b: int, t: float, k: int) -> str:
+    """The key of image k of the morph of identities a and b at t (t in whole percent)."""
+    return f"mix-id{a:04d}-id{b:04d}-t{round(100 * t):02d}-{k:03d}"
+
+
+def morph_sample(a: Identity, b: Identity, t: float, k: int, seed: int = 0) -> Sample:
+    """The k-th image of the morph of a and b at t (`morph`): a scene like any other, without a hair override or
+    a profession (so no planted bias), keyed `morph_key`."""
+    key = morph_key(a.index, b.index, t, k)
+    r = random.Random(f"scene:{seed}:{key}")
+    ident = morph(a, b, t, seed)
+    scene = random_scene(r, ident, bias=False, hair_override=None)
+    plain, traits = captions(ident, scene, r)
+    return Sample(key, ident, scene, plain, traits)

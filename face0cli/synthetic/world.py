@@ -6,8 +6,11 @@ identities (`per_heldout` images each; never seen by the model, the embedder or 
     world/
       face0/   NNNN.png + NNNN.txt   captions without face traits (what `face0 prep` reads for the Face0 stage)
       tune/    NNNN.png + NNNN.txt   the face0 images (hard links) plus `override_extra` more images per training
-                                     identity with a hair-colour override ("with blue hair"; split "face0-extra":
-                                     only the build's tune stage trains on them)
+                                     identity with a hair-colour override ("with blue hair"; split "face0-extra")
+                                     and `morph_images` images of each of `morph_steps` morphs between the two
+                                     training identities of each of `morph_pairs` pairs (split "morph", keys
+                                     mix-idA-idB-tTT-K: what `face0 train --mix-pattern` conditions on A and B's
+                                     mixed embeddings). Only the build's tune stage trains on these.
       base/    NNNN.png + NNNN.txt   the training images (hard links), captions with the face traits (the base
                                      model), except a `base_plain` share that do not describe the face (as real
                                      captions often do not: so the base model also learns to draw a face that the
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -33,12 +37,22 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from face0cli.synthetic.portraits import HAIR_OVERRIDE, Identity, Sample, make_identity, render, sample
+from face0cli.synthetic.portraits import (
+    HAIR_OVERRIDE,
+    Identity,
+    Sample,
+    make_identity,
+    morph_sample,
+    render,
+    sample,
+)
 
 WORLD_JSON = "world.json"
 TRUTH = "truth.jsonl"
 SPLITS = ("face0", "tune", "base", "heldout")
 EXTRA = "face0-extra"  # the truth split of the override images only the tune stage trains on
+MORPH = "morph"  # the truth split of the morph images only the tune stage trains on
+MORPH_KEY = re.compile(r"^mix-id(\d+)-id(\d+)-t(\d+)-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,9 @@ class WorldConfig:
     bias: bool = True
     base_plain: float = 0.0
     override_extra: int = 0
+    morph_pairs: int = 0
+    morph_steps: int = 4
+    morph_images: int = 2
 
     def train_ids(self) -> range:
         return range(self.ids_train)
@@ -71,6 +88,25 @@ def _extra(cfg: WorldConfig, ident: Identity, k: int) -> Sample:
     return sample(ident, k, cfg.seed, bias=cfg.bias, hair_override=_override(cfg, ident.index, k))
 
 
+def morphs(cfg: WorldConfig) -> Iterator[tuple[int, int, float]]:
+    """(a, b, t) of every morph: `morph_pairs` seeded pairs of training identities, `morph_steps` distinct t each
+    from 0.10, 0.15, ..., 0.90."""
+    grid = [round(0.1 + 0.05 * i, 2) for i in range(17)]
+    for p in range(cfg.morph_pairs):
+        r = random.Random(f"morph-pair:{cfg.seed}:{p}")
+        a, b = r.sample(list(cfg.train_ids()), 2)
+        for t in sorted(r.sample(grid, min(cfg.morph_steps, len(grid)))):
+            yield a, b, t
+
+
+def parse_morph_key(key: str) -> tuple[int, int, float, int]:
+    """(a, b, t, k) of a morph image's key (`morph_key`)."""
+    m = MORPH_KEY.match(key)
+    if m is None:
+        raise ValueError(f"not a morph key: {key!r}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3)) / 100, int(m.group(4))
+
+
 def plain_base_caption(cfg: WorldConfig, key: str) -> bool:
     """Whether the base caption of image KEY leaves the face traits out (a seeded draw of its own, so the images
     and the other captions do not depend on base_plain)."""
@@ -86,6 +122,10 @@ def samples(cfg: WorldConfig) -> Iterator[tuple[str, Sample]]:
         if ident.hair_style != "bald":  # a bald head has no hair to recolour
             for k in range(cfg.per_train, cfg.per_train + cfg.override_extra):
                 yield EXTRA, _extra(cfg, ident, k)
+    for a, b, t in morphs(cfg):
+        ia, ib = make_identity(a, cfg.seed), make_identity(b, cfg.seed)
+        for k in range(cfg.morph_images):
+            yield MORPH, morph_sample(ia, ib, t, k, cfg.seed)
     for i in cfg.heldout_ids():
         ident = make_identity(i, cfg.seed)
         for k in range(cfg.per_heldout):
@@ -96,11 +136,16 @@ def _render_chunk(args: tuple[WorldConfig, list[tuple[str, str]], str]) -> int:
     cfg, jobs, root = args
     r = Path(root)
     for split, key in jobs:
-        ident_index, k = int(key[2:6]), int(key[7:10])
-        ident = make_identity(ident_index, cfg.seed)
-        s = _extra(cfg, ident, k) if split == EXTRA else sample(ident, k, cfg.seed, bias=cfg.bias and split == "train")
+        if split == MORPH:
+            a, b, t, k = parse_morph_key(key)
+            s = morph_sample(make_identity(a, cfg.seed), make_identity(b, cfg.seed), t, k, cfg.seed)
+        else:
+            ident_index, k = int(key[2:6]), int(key[7:10])
+            ident = make_identity(ident_index, cfg.seed)
+            bias = cfg.bias and split == "train"
+            s = _extra(cfg, ident, k) if split == EXTRA else sample(ident, k, cfg.seed, bias=bias)
         img = render(s.identity, s.scene, cfg.size)
-        if split == EXTRA:
+        if split in (EXTRA, MORPH):
             img.save(r / "tune" / f"{key}.png", optimize=False, compress_level=1)
             (r / "tune" / f"{key}.txt").write_text(s.caption + "\n", encoding="utf-8")
         if split == "train":
@@ -138,6 +183,9 @@ def write_world(out: Path, cfg: WorldConfig = WorldConfig(), processes: int = 2,
     with open(tmp / TRUTH, "w", encoding="utf-8") as f:
         for split, s in rows:
             row = {"split": split, **s.truth()}
+            if split == MORPH:
+                a, b, t, _ = parse_morph_key(s.key)
+                row["mix"] = {"a": a, "b": b, "t": t}
             if split == "train":
                 row["base_caption"] = s.caption if plain_base_caption(cfg, s.key) else s.caption_traits
             f.write(json.dumps(row) + "\n")
@@ -159,13 +207,13 @@ def write_world(out: Path, cfg: WorldConfig = WorldConfig(), processes: int = 2,
 
 
 def read_truth(world: Path, split: str | None = None) -> list[dict[str, Any]]:
-    """The truth rows of a world (optionally one split: "train", "heldout" or "face0-extra")."""
+    """The truth rows of a world (optionally one split: "train", "heldout", "face0-extra" or "morph")."""
     rows = [json.loads(line) for line in (Path(world) / TRUTH).read_text(encoding="utf-8").splitlines() if line]
     return [r for r in rows if split is None or r["split"] == split]
 
 
 def image_path(world: Path, row: dict[str, Any]) -> Path:
-    folder = {"train": "face0", EXTRA: "tune"}.get(row["split"], "heldout")
+    folder = {"train": "face0", EXTRA: "tune", MORPH: "tune"}.get(row["split"], "heldout")
     return Path(world) / folder / f"{row['key']}.png"
 
 

@@ -52,7 +52,7 @@ from face0cli.console import warn
 from face0cli.data.prep import TripletFile
 from face0cli.data.readers import open_ref
 from face0cli.errors import BadInput, EmbedderMismatch, Face0Error, ModelError, ParameterError
-from face0cli.library.face_space import FaceGMM
+from face0cli.library.face_space import FaceGMM, lerp
 from face0cli.model.conditioning import drop_faces, insert_face_tokens
 from face0cli.model.pipeline import FACE0_JSON, Face0Pipeline, StrPath
 from face0cli.model.projector import FaceProjector
@@ -179,15 +179,24 @@ class TripletDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         resolution: training image size in pixels (square).
         partners: per row, the rows of the same identity (identity_groups); an item (row, flip, u) then takes
             its embedding from partners[row][floor(u * len)], another image of that person.
+        mixes: per morph row (mix_groups), the rows of its identities a and b and t: the item's embedding is
+            then lerp(e_a, e_b, t), with a's image at floor(u * len_a) and b's at floor(v * len_b), v the
+            fraction that u * len_a leaves.
     """
 
     def __init__(
-        self, triplets: TripletFile, tokenizer: Any, resolution: int, partners: list[np.ndarray] | None = None
+        self,
+        triplets: TripletFile,
+        tokenizer: Any,
+        resolution: int,
+        partners: list[np.ndarray] | None = None,
+        mixes: dict[int, tuple[np.ndarray, np.ndarray, float]] | None = None,
     ) -> None:
         self.triplets = triplets
         self.tokenizer = tokenizer
         self.resolution = resolution
         self.partners = partners
+        self.mixes = mixes or {}
 
     def __len__(self) -> int:
         return len(self.triplets)
@@ -197,7 +206,12 @@ class TripletDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         "embedding" (D,)}."""
         i, flip, u = (key, False, 0.0) if isinstance(key, int) else (*key, 0.0)[:3]
         row = self.triplets[i]
-        if self.partners is not None:
+        if i in self.mixes:
+            ra, rb, t = self.mixes[i]
+            ja = min(int(u * len(ra)), len(ra) - 1)
+            jb = min(int((u * len(ra) - ja) * len(rb)), len(rb) - 1)
+            row["embedding"] = lerp(self.triplets.embedding(int(ra[ja])), self.triplets.embedding(int(rb[jb])), t)
+        elif self.partners is not None:
             others = self.partners[i]
             row["embedding"] = self.triplets.embedding(int(others[min(int(u * len(others)), len(others) - 1)]))
         tokens = self.tokenizer(
@@ -659,6 +673,7 @@ def train(
             rx = re.compile(cfg.reference_exclude)
             excluded = [rx.search(c) is not None for c in trip.captions()]
         partners = identity_groups(trip.keys(), cfg.identity_pattern, excluded)
+    mixes = mix_groups(trip.keys(), cfg.identity_pattern, cfg.mix_pattern, excluded) if cfg.mix_pattern else None
     trip.close()  # DataLoader workers open their own handle
 
     # 2. Resume: model, optimizer, schedule, EMA and RNG states, and the step (hence the data position)
@@ -686,7 +701,7 @@ def train(
         partner=partners is not None,
     )
     loader = torch.utils.data.DataLoader(
-        TripletDataset(trip, pipe.tokenizer, resolution, partners),
+        TripletDataset(trip, pipe.tokenizer, resolution, partners, mixes),
         batch_sampler=stream,
         num_workers=cfg.num_workers,
         pin_memory=accelerator.device.type == "cuda",
@@ -1021,11 +1036,7 @@ def identity_groups(keys: list[str], pattern: str, excluded: list[bool] | None =
     identity has no other eligible image keeps itself. BadInput when the pattern matches no key, when no
     identity has two images (then there is nothing to draw from), or when `excluded` leaves no partner at all.
     """
-    rx = re.compile(pattern)
-    names: list[str | None] = []
-    for k in keys:
-        m = rx.search(k)
-        names.append(None if m is None else (m.group(1) if rx.groups else m.group(0)))
+    names = _identity_names(keys, pattern)
     if all(n is None for n in names):
         raise BadInput(f"--identity-pattern {pattern!r} matches none of the triplet keys (e.g. {keys[0]!r}).")
     rows: dict[str, list[int]] = {}
@@ -1042,6 +1053,45 @@ def identity_groups(keys: list[str], pattern: str, excluded: list[bool] | None =
         out.append(np.asarray(others, dtype=np.int64))
     if excluded is not None and all(len(o) == 1 and o[0] == i for i, o in enumerate(out)):
         raise BadInput("--reference-exclude leaves no image to condition on: it matches every caption.")
+    return out
+
+
+def _identity_names(keys: list[str], pattern: str) -> list[str | None]:
+    rx = re.compile(pattern)
+    names: list[str | None] = []
+    for k in keys:
+        m = rx.search(k)
+        names.append(None if m is None else (m.group(1) if rx.groups else m.group(0)))
+    return names
+
+
+def mix_groups(
+    keys: list[str], identity_pattern: str, mix_pattern: str, excluded: list[bool] | None = None
+) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+    """Per row whose key matches mix_pattern (a morph): the rows of its identities a and b (named as
+    identity_pattern names them; never morph rows, never rows flagged in `excluded`) and t (the group t, in
+    percent). BadInput when no key matches, when t is not a number, or when a or b has no image.
+    """
+    mix = re.compile(mix_pattern)
+    rows: dict[str, list[int]] = {}
+    for i, n in enumerate(_identity_names(keys, identity_pattern)):
+        if n is not None and not mix.search(keys[i]) and not (excluded and excluded[i]):
+            rows.setdefault(n, []).append(i)
+    out: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+    for i, k in enumerate(keys):
+        m = mix.search(k)
+        if m is None:
+            continue
+        try:
+            t = float(m.group("t")) / 100
+        except ValueError:
+            raise BadInput(f"--mix-pattern: the t of key {k!r} is {m.group('t')!r}, not a number (percent).") from None
+        for name in (m.group("a"), m.group("b")):
+            if name not in rows:
+                raise BadInput(f"--mix-pattern: key {k!r} mixes identity {name!r}, which has no image to condition on.")
+        out[i] = (np.asarray(rows[m.group("a")], dtype=np.int64), np.asarray(rows[m.group("b")], dtype=np.int64), t)
+    if not out:
+        raise BadInput(f"--mix-pattern {mix_pattern!r} matches none of the triplet keys (e.g. {keys[0]!r}).")
     return out
 
 
