@@ -237,6 +237,66 @@ def test_reference_portrait_is_plain() -> None:
 
 
 @pytest.mark.slow
+def test_a_morph_runs_from_one_face_to_the_other() -> None:
+    from face0cli.synthetic.portraits import make_identity, morph, render, sample
+
+    a, b = make_identity(3), make_identity(7)
+    scene = sample(a, 0, bias=False).scene
+    pixels = lambda ident: np.asarray(render(ident, scene), dtype=np.int16)  # noqa: E731
+    assert np.array_equal(pixels(morph(a, b, 0.0)), pixels(a))  # the ends are the parents, pixel for pixel
+    assert np.array_equal(pixels(morph(a, b, 1.0)), pixels(b))
+    half = morph(a, b, 0.5)
+    assert half.rgb is not None
+    for k in ("skin", "hair", "eyes"):  # blended colours: each channel between the parents'
+        i = ("skin", "hair", "eyes").index(k)
+        lo = np.minimum(a.colours()[i], b.colours()[i])
+        hi = np.maximum(a.colours()[i], b.colours()[i])
+        assert np.all(lo <= half.rgb[i]) and np.all(np.asarray(half.rgb[i]) <= hi)
+    assert half.nose == pytest.approx((a.nose + b.nose) / 2)
+    path = [morph(a, b, t) for t in np.linspace(0, 1, 11)]  # each switched trait switches once, a's then b's
+    for k in ("shape", "hair_style", "beard"):
+        seq = [getattr(m, k) == getattr(b, k) for m in path]
+        assert seq == sorted(seq)
+    diffs = [np.abs(pixels(m) - pixels(a)).mean() for m in path]
+    assert diffs[0] == 0 < diffs[5] < diffs[-1]  # drifting away from a
+
+
+def test_world_morphs_are_keyed_by_their_parents_and_live_in_the_tune_folder(tmp_path: Path) -> None:
+    from face0cli.data.readers import open_dataset
+    from face0cli.synthetic.portraits import make_identity, morph_sample
+    from face0cli.synthetic.world import MORPH, parse_morph_key
+
+    cfg = WorldConfig(ids_train=6, per_train=2, ids_heldout=2, per_heldout=2, morph_pairs=2, morph_steps=3)
+    world = write_world(tmp_path / "w", cfg, processes=2)
+    rows = read_truth(world, MORPH)
+    assert len(rows) == 2 * 3 * cfg.morph_images
+    for r in rows:
+        a, b, t, k = parse_morph_key(r["key"])
+        assert r["mix"] == {"a": a, "b": b, "t": t} and a != b and {a, b} <= set(cfg.train_ids())
+        assert 0.1 <= t <= 0.9 and not r["attributes"]["hair_override"] and not r["attributes"]["profession"]
+        want = morph_sample(make_identity(a), make_identity(b), t, k)
+        assert (world / "tune" / f"{r['key']}.txt").read_text().strip() == want.caption == r["caption"]
+    assert len(open_dataset(world / "tune")) == len(read_truth(world, "train")) + len(rows)
+    assert not any(p.name.startswith("mix-") for p in (world / "face0").iterdir())  # the tune stage's only
+    with pytest.raises(ValueError, match="not a morph key"):
+        parse_morph_key("id0001-000")
+
+
+def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from face0cli.cli.app import app
+    from face0cli.synthetic.world import EXTRA, MORPH
+
+    args = ["synth", "world", "--out", str(tmp_path / "w"), "--identities", "4", "--per-identity", "2"]
+    args += ["--heldout", "1", "--per-heldout", "2", "--processes", "1"]
+    r = CliRunner().invoke(app, args + ["--override-extra", "1", "--morph-pairs", "2"])
+    assert r.exit_code == 0, r.output
+    assert len(read_truth(tmp_path / "w", MORPH)) == 2 * 4 * 2 and read_truth(tmp_path / "w", EXTRA)
+    bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), "--morph-pairs", "-1"])
+    assert bad.exit_code != 0 and "--morph-pairs must be >= 0" in bad.output and not (tmp_path / "x").exists()
+
+
 def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -249,6 +309,7 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     done = build(out, cfg)  # every stage, the three training stages through the real CLI
     assert list(done) == list(STAGES)
     assert done["world"]["face0_extra_images"] > 0  # the override images of the tune stage
+    assert done["world"]["morph_images"] == cfg.morph_pairs * 4 * 2  # and its morphs
     assert done["world"]["base_captions_without_traits"] == cfg.base_plain == 0.0
     assert done["face0"]["steps"] == cfg.face0_steps
     model = out / "default-model"
@@ -262,11 +323,13 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert 0.0 <= card["identification"]["accuracy"] <= 1.0 and card["images_generated"] > 0
     assert all((out / "scorecard" / f).is_file() for f in ("grid.png", "override.png", "strips.png"))
     assert card["interpolation_strips"] == 4 and card["speed"]["cli_cold_max_s"] >= card["speed"]["cli_cold_s"]
+    assert 0.0 <= card["interpolation_world_morphs"] <= 1.0  # the world's own morphs through the same test
     train_cfg = json.loads((out / "run-face0" / "model" / "train_config.json").read_text())
     assert train_cfg["identity_pattern"] and train_cfg["gmm_covariance"] == "full"
     assert not train_cfg["train_text_encoder"] and not train_cfg["reference_exclude"]
     tune_cfg = json.loads((out / "run-tune" / "model" / "train_config.json").read_text())
     assert tune_cfg["train_text_encoder"] and tune_cfg["reference_exclude"] and tune_cfg["max_steps"] == 2
+    assert tune_cfg["mix_pattern"] and not train_cfg["mix_pattern"]
     assert done["prep"]["tune"]["kept"] > done["prep"]["face0"]["kept"]  # the override images are only there
     # a second run finds every stage done and redoes only what it is told to
     stamps = {s: (out / "stages" / f"{s}.json").stat().st_mtime_ns for s in STAGES}

@@ -4,8 +4,8 @@ Stages, each resumable (a finished stage leaves DIR/stages/NAME.json with its fi
 skipped next time; the two training stages resume from their last checkpoint):
 
 1. world     procedural portraits of training and held-out identities, captions, truth (synthetic.world):
-             base captions partly without the face traits (base_plain), hair-override images for the tune
-             stage only (override_extra)
+             base captions partly without the face traits (base_plain), hair-override images and morphs
+             between training identities for the tune stage only (override_extra, morph_pairs)
 2. detect    how often the real MTCNN finds the portraits' faces (decides the embedder's framing)
 3. embedder  the conditioning embedder (synthetic.nets.FaceNet, CosFace) on training identities
 4. judge     the independent judge (synthetic.nets.JudgeNet: other architecture and seed, attribute heads)
@@ -21,7 +21,9 @@ skipped next time; the two training stages resume from their last checkpoint):
              the hair-override ones; a dyed-hair image never conditions another (--reference-exclude). Our
              small base never learnt to bind a colour word to the hair ("with pink hair" drew blue hair, its
              text encoder's "hair" token barely tells blue from green), which SD can do: this stage teaches it
-             (trait override, paper Fig. 4) and sharpens the random characters
+             (trait override, paper Fig. 4) and sharpens the random characters. Each morph image is
+             conditioned on its two parents' embeddings mixed at its t (--mix-pattern), so that `mix --t`
+             draws a face between two people rather than switching from one to the other (paper §3.3)
 10. package  the model directory (fp16 weights, the embedder and judge beside it) -> DIR/default-model
 11. characters  named example characters from held-out identities (portraits + a library file)
 12. scorecard   the quality figures (synthetic.scorecard) -> DIR/scorecard.json, scorecard.md and a grid
@@ -49,6 +51,8 @@ from face0cli.synthetic import STAGES
 
 # captions of the images that the tune stage never conditions on (their hair is not the person's)
 DYED_HAIR = r"with \w+ hair"
+# the world's morph keys (mix-id0012-id0345-t40-001): parents a and b, t in percent
+MORPH_KEYS = r"^mix-(?P<a>id\d+)-(?P<b>id\d+)-t(?P<t>\d+)-"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class BuildConfig:
     per_heldout: int = 12
     base_plain: float = 0.0
     override_extra: int = 5
+    morph_pairs: int = 300
     embedder_steps: int = 400
     judge_steps: int = 500
     vae_steps: int = 3000
@@ -83,6 +88,7 @@ class BuildConfig:
         return cls(
             ids_train=12, per_train=4, ids_heldout=4, per_heldout=4, embedder_steps=4, judge_steps=4, vae_steps=4,
             base_steps=2, face0_steps=2, tune_steps=2, batch_size=4, checkpoint_every=1, validate_every=0,
+            morph_pairs=3,
         )  # fmt: skip
 
 
@@ -110,7 +116,7 @@ def _world_cfg(cfg: BuildConfig) -> Any:
 
     return WorldConfig(
         cfg.seed, cfg.ids_train, cfg.per_train, cfg.ids_heldout, cfg.per_heldout, base_plain=cfg.base_plain,
-        override_extra=cfg.override_extra,
+        override_extra=cfg.override_extra, morph_pairs=cfg.morph_pairs,
     )  # fmt: skip
 
 
@@ -144,7 +150,7 @@ def _heldout_split(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def st_world(out: Path, cfg: BuildConfig) -> dict[str, Any]:
-    from face0cli.synthetic.world import EXTRA, read_truth, write_world
+    from face0cli.synthetic.world import EXTRA, MORPH, read_truth, write_world
 
     world = write_world(out / "world", _world_cfg(cfg))
     rows = read_truth(world)
@@ -152,6 +158,7 @@ def st_world(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     return {
         "train_images": len(base),
         "face0_extra_images": sum(r["split"] == EXTRA for r in rows),
+        "morph_images": sum(r["split"] == MORPH for r in rows),
         "heldout_images": sum(r["split"] == "heldout" for r in rows),
         "base_captions_without_traits": float(np.mean([r["base_caption"] == r["caption"] for r in base])),
     }
@@ -304,7 +311,7 @@ def st_tune(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     return _train(
         out, cfg, "tune", out / "run-face0" / "model", "run-tune", cfg.tune_steps, "--lr", str(cfg.tune_lr),
         "--projector-lr", str(cfg.tune_lr), "--warmup", "20", "--face-drop", str(cfg.face0_face_drop),
-        *SAME_PERSON, "--reference-exclude", DYED_HAIR, "--train-text-encoder",
+        *SAME_PERSON, "--reference-exclude", DYED_HAIR, "--mix-pattern", MORPH_KEYS, "--train-text-encoder",
     )  # fmt: skip
 
 
