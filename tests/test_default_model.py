@@ -78,6 +78,19 @@ def test_example_characters_mix_into_the_users_library(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "nobody" in r.output and "Traceback" not in r.output
 
 
+def test_character_list_and_show_include_the_models_examples() -> None:
+    r = run("character", "list")
+    assert r.exit_code == 0 and "no characters in" in r.output and "example characters of the model" in r.output
+    assert all(n in r.output for n in ("ada", "bruno", "chen", "dara"))
+    assert json.loads(run("character", "list", "--json").stdout) == []  # --json: the library only, as before
+    r = run("character", "show", "chen")
+    assert r.exit_code == 0 and "an example character of the model" in r.output
+    assert json.loads(run("character", "show", "chen", "--json").stdout)["name"] == "chen"
+    run("mix", "ada", "bruno", "--name", "mine")  # the user's own character is listed first, examples after
+    r = run("character", "list", "--kind", "mix")
+    assert r.exit_code == 0 and "mine" in r.output and "example characters" not in r.output  # the filter applies
+
+
 def test_a_photo_is_embedded_with_the_synthetic_embedder_and_no_face_is_a_clean_error(photo_dir: Path) -> None:
     r = run("embed", photo_dir / "astronaut.jpg", "--name", "eileen")
     assert r.exit_code == 0, r.output

@@ -185,22 +185,37 @@ def character_list(
     tag: TagFilterOpt = None,
     kind: KindFilterOpt = None,
     grep: GrepOpt = None,
+    model: ModelOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the characters in the library (all, or those matching --tag, --kind and --grep)."""
+    """List the characters in the library (all, or those matching --tag, --kind and --grep), then the model's
+    example characters that a name finds when the library lacks it (--json: the library only)."""
+    from face0cli.generation.context import example_characters
+
     lib = open_store(store)
     chars = lib.find(tag=tag, kind=kind, grep=grep)
     if as_json:
         print_json([c.to_json() for c in chars])
         return
-    if not chars:
-        filtered = any(x is not None for x in (tag, kind, grep))
+    filtered = any(x is not None for x in (tag, kind, grep))
+    if chars:
+        console.print(_character_table(chars, f"{len(chars)} characters in {lib.path}"))
+    else:
         console.print(f"no characters {'match' if filtered else 'in'} {lib.path}")
-        return
+    examples = example_characters(model)
+    if examples is not None:
+        mine = set(lib.names())
+        extra = [c for c in examples.find(tag=tag, kind=kind, grep=grep) if c.name not in mine]
+        if extra:
+            title = f"{len(extra)} example characters of the model, found by name when your library lacks it"
+            console.print(_character_table(extra, title))
+
+
+def _character_table(chars: list[Any], title: str) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"{len(chars)} characters in {lib.path}", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for col in ("name", "kind", "tags", "thumb", "embedder", "dim", "created", "note"):
         table.add_column(col, overflow="fold")
     for c in chars:
@@ -214,7 +229,7 @@ def character_list(
             c.created[:19].replace("T", " "),
             c.note,
         )
-    console.print(table)
+    return table
 
 
 @character_app.command("tag")
@@ -279,18 +294,26 @@ def character_sheet(
 @character_app.command("show")
 def character_show(
     name: Annotated[str, typer.Argument(help="The character's name.", show_default=False)],
+    model: ModelOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one character: kind, embedder, provenance, note."""
-    char = open_store(store).get(name)
+    """Show one character (of the library, else the model's example of that name): kind, embedder, provenance,
+    note."""
+    from face0cli.generation.context import example_characters
+    from face0cli.library.characters import with_examples
+
+    lib = open_store(store)
+    char = with_examples(lib, example_characters(model)).get(name)
     data = char.to_json()
     if as_json:
         print_json(data)
         return
     from rich.table import Table
 
-    table = Table(show_header=False, title=name, title_justify="left")
+    example = name not in lib
+    title = f"{name} (an example character of the model)" if example else name
+    table = Table(show_header=False, title=title, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for k, v in data.items():

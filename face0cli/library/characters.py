@@ -78,7 +78,8 @@ class _Lookup:
         return (self.examples if fallback else self.store).get(name)
 
 
-def _with_examples(store: FaceStore, examples: FaceStore | None) -> Any:
+def with_examples(store: FaceStore, examples: FaceStore | None) -> Any:
+    """Something with get(NAME): the store's character, else the example of that name (EXAMPLES may be None)."""
     return store if examples is None else _Lookup(store, examples)
 
 
@@ -107,7 +108,7 @@ def mix_characters(
         [0, 1] without EXTRAPOLATE. UnknownCharacter, EmbedderMismatch: from the store and the vectors.
     """
     specs = list(specs)
-    store = _with_examples(store, examples)
+    store = with_examples(store, examples)
     if base is not None or towards is not None:
         if base is None or towards is None:
             raise BadInput("a direction edit needs both --base and --towards.")
