@@ -380,15 +380,15 @@ def resolve_face(
         return face_from_vector(vec, f"random:{seed}", {"kind": "random", "seed": seed, "gmm": gmm.identity})
     path = Path(spec)
     looks_like_file = path.suffix != "" or "/" in spec or path.exists()
-    if looks_like_file and not (store is not None and _in_store(store, spec)):
+    from face0cli.library.characters import in_store, with_examples
+
+    if looks_like_file and not (store is not None and in_store(store, spec)):
         if embed_photo is None:
             raise BadInput(f"{spec} is a photo, but no face embedder is available.")
         vec, prov = embed_photo(path)
         face = face_from_vector(vec, path.name, {"kind": "photo", **prov})
     else:
-        if examples is not None and not _in_store(store, spec) and _in_store(examples, spec):
-            store = examples
-        char = store.get(spec)
+        char = with_examples(store, examples).get(spec)
         if char.embedder_id != model_embedder_id:
             raise EmbedderMismatch(
                 f"character '{spec}' was made by the embedder {char.embedder_id}, but the model expects the embedder "
@@ -400,13 +400,6 @@ def resolve_face(
             f"the face embedding has dimension {face.vector.shape[0]}, but the model expects {model_dim}."
         )
     return face
-
-
-def _in_store(store: Any, name: str) -> bool:
-    try:
-        return name in store
-    except Exception:  # a name that breaks the naming rule is simply not in the store
-        return False
 
 
 # ------------------------------------------------------------------------------------------------ PNGs

@@ -71,11 +71,17 @@ class _Lookup:
         self.store, self.examples = store, examples
 
     def get(self, name: str) -> Character:
-        try:
-            fallback = name not in self.store and name in self.examples
-        except Exception:  # a name that breaks the naming rule: store.get says so
-            fallback = False
+        fallback = not in_store(self.store, name) and in_store(self.examples, name)
         return (self.examples if fallback else self.store).get(name)
+
+
+def in_store(store: Any, name: str) -> bool:
+    """Whether NAME is in STORE; a name that breaks the naming rule (or no store) is simply not in it (get() then
+    says why)."""
+    try:
+        return name in store
+    except Exception:
+        return False
 
 
 def with_examples(store: FaceStore, examples: FaceStore | None) -> Any:

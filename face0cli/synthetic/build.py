@@ -51,8 +51,6 @@ from face0cli.synthetic import STAGES
 
 # captions of the images that the tune stage never conditions on (their hair is not the person's)
 DYED_HAIR = r"with \w+ hair"
-# the world's morph keys (mix-id0012-id0345-t40-001): parents a and b, t in percent
-MORPH_KEYS = r"^mix-(?P<a>id\d+)-(?P<b>id\d+)-t(?P<t>\d+)-"
 
 
 @dataclass(frozen=True)
@@ -308,10 +306,12 @@ def st_face0(out: Path, cfg: BuildConfig) -> dict[str, Any]:
 
 
 def st_tune(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    from face0cli.synthetic.world import MORPH_PATTERN
+
     return _train(
         out, cfg, "tune", out / "run-face0" / "model", "run-tune", cfg.tune_steps, "--lr", str(cfg.tune_lr),
         "--projector-lr", str(cfg.tune_lr), "--warmup", "20", "--face-drop", str(cfg.face0_face_drop),
-        *SAME_PERSON, "--reference-exclude", DYED_HAIR, "--mix-pattern", MORPH_KEYS, "--train-text-encoder",
+        *SAME_PERSON, "--reference-exclude", DYED_HAIR, "--mix-pattern", MORPH_PATTERN, "--train-text-encoder",
     )  # fmt: skip
 
 

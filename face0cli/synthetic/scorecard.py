@@ -235,19 +235,18 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     res["consistency"] = hits / total
 
     # 5. interpolation strips between held-out identities: each identity is A once, at two seeds
-    strips = [(k, s) for s in ((11,) if quick else (11, 12)) for k in range(n_id)]
+    strips = [(k, (k + n_id // 2) % n_id, s) for s in ((11,) if quick else (11, 12)) for k in range(n_id)]
     ts = np.linspace(0, 1, 6)
     s_faces = np.concatenate(
-        [np.stack([(1 - t) * sc.faces[k] + t * sc.faces[(k + n_id // 2) % n_id] for t in ts]) for k, _ in strips]
+        [np.stack([(1 - t) * sc.faces[a] + t * sc.faces[b] for t in ts]) for a, b, _ in strips]
     ).astype(np.float32)
-    s_images = sc.generate([PROMPTS[0][0]] * len(s_faces), s_faces, [s for _, s in strips for _ in ts])
+    s_images = sc.generate([PROMPTS[0][0]] * len(s_faces), s_faces, [s for _, _, s in strips for _ in ts])
     zs, _ = sc.read(s_images)
     zs = zs.reshape(len(strips), len(ts), -1)
-    sims = np.stack([zs[j] @ sc.centroids[k] for j, (k, _) in enumerate(strips)])
+    sims = np.stack([zs[j] @ sc.centroids[a] for j, (a, _, _) in enumerate(strips)])
     res["interpolation_monotone"] = _monotone(sims)
     res["interpolation_strips"] = len(strips)
-    res["interpolation_world_morphs"] = _monotone(np.stack([sc.morph_strip(k, (k + n_id // 2) % n_id, s, ts)
-                                                            for k, s in strips]))  # fmt: skip
+    res["interpolation_world_morphs"] = _monotone(np.stack([sc.morph_strip(a, b, s, ts) for a, b, s in strips]))
     strip_images = [s_images[j * len(ts) : (j + 1) * len(ts)] for j in range(min(4, len(strips)))]
     _grid(np.concatenate(strip_images), 6).save(out / "strips.png")
 

@@ -52,7 +52,10 @@ TRUTH = "truth.jsonl"
 SPLITS = ("face0", "tune", "base", "heldout")
 EXTRA = "face0-extra"  # the truth split of the override images only the tune stage trains on
 MORPH = "morph"  # the truth split of the morph images only the tune stage trains on
-MORPH_KEY = re.compile(r"^mix-id(\d+)-id(\d+)-t(\d+)-(\d+)$")
+# a morph image's key (portraits.morph_key) up to its image number: parents a and b, t in percent; what
+# `face0 train --mix-pattern` takes
+MORPH_PATTERN = r"^mix-(?P<a>id\d+)-(?P<b>id\d+)-t(?P<t>\d+)-"
+MORPH_KEY = re.compile(MORPH_PATTERN + r"(?P<k>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def parse_morph_key(key: str) -> tuple[int, int, float, int]:
     m = MORPH_KEY.match(key)
     if m is None:
         raise ValueError(f"not a morph key: {key!r}")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3)) / 100, int(m.group(4))
+    return int(m["a"][2:]), int(m["b"][2:]), int(m["t"]) / 100, int(m["k"])
 
 
 def plain_base_caption(cfg: WorldConfig, key: str) -> bool:

@@ -666,9 +666,8 @@ def train(
     val_rows = [trip[i] for i in range(min(cfg.validation_faces, len(trip)))] if cfg.validate_every else []
     val_faces = np.stack([r["embedding"] for r in val_rows]) if val_rows else None
     val_keys = [r["key"] for r in val_rows]
-    partners = None
+    partners, excluded = None, None
     if cfg.identity_pattern:
-        excluded = None
         if cfg.reference_exclude:
             rx = re.compile(cfg.reference_exclude)
             excluded = [rx.search(c) is not None for c in trip.captions()]
