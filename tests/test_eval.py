@@ -33,6 +33,7 @@ from face0cli.evaluation.metrics import (
     best_of_n_table,
     cosine,
     face_alignment,
+    identified,
     paste_indicator,
     pick_best,
     score_image,
@@ -226,6 +227,23 @@ def test_cosine_face_alignment_and_paste_on_hand_made_embeddings() -> None:
     assert paste_b == pytest.approx(1.0 - 1 / math.sqrt(2))
     assert paste_indicator(None, refs, 0) is None
     assert paste_indicator(a, [a], 0) is None
+
+
+def test_identification_is_the_nearest_identity_leaving_out_the_conditioning_photo() -> None:
+    a, b, c = np.array([1.0, 0.0]), np.array([0.8, 0.6]), np.array([0.0, 1.0])
+    # own photos [a, c], conditioned on a: the generation a is nearer the other identity (b: 0.8) than own c (0)
+    assert identified(a, [a, c], {"other": [b]}, used=0) is False
+    assert identified(c, [a, c], {"other": [b]}, used=0) is True  # c: 1.0 to own c, 0.6 to b
+    # a character (used None) or a single photo: every own photo counts
+    assert identified(a, [a, c], {"other": [b]}, used=None) is False  # mean 0.5 < 0.8
+    assert identified(a, [a], {"other": [b]}, used=0) is True
+    # every rival must be beaten, a tie is not identification; no face or no rival: undefined
+    assert identified(a, [a], {"x": [b], "y": [a]}, used=None) is False
+    assert identified(None, [a], {"x": [b]}, used=None) is None
+    assert identified(a, [a], {}, used=None) is None
+    s = score_image(None, None, {"j": c}, {"j": [a, c]}, used=0, rivals={"j": {"other": [b]}})
+    assert s["judges"]["j"]["identified"] is True
+    assert score_image(None, None, {"j": c}, {"j": [a, c]}, used=0)["judges"]["j"]["identified"] is None
 
 
 def test_mean_std_and_best_of_n() -> None:
@@ -476,6 +494,10 @@ def test_end_to_end_writes_scores_tables_and_contact_sheet(e2e: Any) -> None:
     assert agg["group:g1"]["face"]["n"] == 4 and agg["identity:bob"]["paste"]["n"] == 0
     assert agg["group:bob"]["face"]["n"] == 4  # an identity without a group is its own group
     assert agg["all"]["found"]["mean"] == 1.0  # the tiny judge sees a face in every generation
+    # identification between ann and bob: defined for every image (a face and a rival), a rate
+    marks = [r["scores"]["judges"]["tiny"]["identified"] for r in data["images"] if r["setting"] == "base"]
+    assert all(isinstance(m, bool) for m in marks) and agg["all"]["identified"]["n"] == 8
+    assert agg["all"]["identified"]["mean"] == pytest.approx(float(np.mean(marks)))
     faces = [r["scores"]["judges"]["tiny"]["face"] for r in data["images"] if r["setting"] == "base"]
     assert agg["all"]["face"]["mean"] == pytest.approx(float(np.mean(faces)))
     assert agg["all"]["face"]["std"] == pytest.approx(float(np.std(faces)))
@@ -497,6 +519,8 @@ def test_end_to_end_writes_scores_tables_and_contact_sheet(e2e: Any) -> None:
             st = data["best_of_n"][row[0]][judge]["all"]["overall"]
             assert row[6] == f"{st['mean']:.3f} ± {st['std']:.3f}"
     assert "Faces found in the generations (no face scores 0): base 100% of 8, styl 100% of 8." in md
+    rate = {s: data["aggregates"][s]["tiny"]["all"]["identified"]["mean"] for s in ("base", "styl")}
+    assert f"chance 50%): base {rate['base']:.0%} of 8, styl {rate['styl']:.0%} of 8." in md
     group_rows = _md_rows(md, "### Face alignment by group (judge `tiny`)")
     st = data["aggregates"]["styl"]["tiny"]["group:bob"]["face"]
     assert group_rows[1] == ["styl", group_rows[1][1], f"{st['mean']:.3f} ± {st['std']:.3f}"]
@@ -541,6 +565,7 @@ def test_compare_side_by_side_with_differences(e2e: Any, tmp_path: Path) -> None
     assert rows[("base", "tiny", "all", "text")]["diff"] == pytest.approx(0.0)
     assert rows[("styl", "clip-face", "tag:artistic", "overall")]["diff"] == pytest.approx(0.0)
     assert ("base", "tiny", "best of 2/2", "overall") in rows and ("base", "tiny", "all", "paste") in rows
+    assert rows[("base", "tiny", "all", "identified")]["diff"] == pytest.approx(0.0)
     assert any("different CLIP" in w for w in result["warnings"])
     assert result["only_in_a"] == result["only_in_b"] == []
     console = Console(record=True, width=200)

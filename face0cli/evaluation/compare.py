@@ -92,9 +92,10 @@ def compare(a_json: str | os.PathLike[str], b_json: str | os.PathLike[str]) -> t
             for metric in METRICS:
                 row = _compare_row(label, judge, "all", metric, a["best_of_n"], b["best_of_n"], sa, sb)
                 rows.append(row | {"scope": f"best of {len(a['spec']['seeds'])}/{len(b['spec']['seeds'])}"})
-            row = _compare_row(label, judge, "all", "paste", a["aggregates"], b["aggregates"], sa, sb)
-            if row["a"]["n"] or row["b"]["n"]:
-                rows.append(row)
+            for metric in ("paste", "identified"):
+                row = _compare_row(label, judge, "all", metric, a["aggregates"], b["aggregates"], sa, sb)
+                if row["a"]["n"] or row["b"]["n"]:
+                    rows.append(row)
     table = Table(title=f"face0 eval compare: A = {a_json}  B = {b_json}", title_justify="left")
     for col in ("setting", "judge", "scope", "metric", "A", "B", "B − A"):
         table.add_column(col, justify="right" if col in ("A", "B", "B − A") else "left")

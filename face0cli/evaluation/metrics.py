@@ -70,6 +70,32 @@ def paste_indicator(
     return own - others, others
 
 
+def identified(
+    generated: np.ndarray | None,
+    own: Sequence[np.ndarray],
+    rivals: Mapping[str, Sequence[np.ndarray]],
+    used: int | None,
+) -> bool | None:
+    """Identification: whether the generation's face is nearer its own identity than every other identity of the
+    run. An identity's nearness is the mean cosine to its reference photos; the own identity's leaves out the
+    conditioning photo when it has others, so a copy of that photo is not what counts.
+
+    Args:
+        generated: (D,) judge embedding of the generation's face, or None (no face: undefined).
+        own: the (D,) judge embeddings of the identity's reference photos.
+        rivals: [other identity] -> the judge embeddings of its reference photos.
+        used: index of the conditioning photo in OWN; None when a character conditions.
+
+    Returns:
+        True / False, or None when there is no face or no other identity to tell it from.
+    """
+    if generated is None or not rivals:
+        return None
+    mine = [r for i, r in enumerate(own) if i != used] if used is not None and len(own) > 1 else list(own)
+    near = face_alignment(generated, mine)
+    return bool(all(near > face_alignment(generated, refs) for refs in rivals.values()))
+
+
 @dataclass(frozen=True)
 class Stat:
     """Mean ± standard deviation (population, ddof=0) of n values; mean and std are None when n = 0."""
@@ -120,6 +146,7 @@ def score_image(
     judge_faces: Mapping[str, np.ndarray | None],
     references: Mapping[str, Sequence[np.ndarray]],
     used: int | None,
+    rivals: Mapping[str, Mapping[str, Sequence[np.ndarray]]] | None = None,
 ) -> dict[str, Any]:
     """An image's scores (paper §4.1) from its embeddings.
 
@@ -128,9 +155,11 @@ def score_image(
         judge_faces: [judge] -> embedding of the generation's largest face, or None (no face).
         references: [judge] -> embeddings of the identity's reference photos.
         used: the conditioning photo's index in references; None when a character conditions.
+        rivals: [judge][other identity] -> embeddings of its reference photos, for `identified` (None: no others).
 
     Returns:
-        {"text": float | None, "judges": {judge: {"face", "found", "overall", "paste", "face_other"}}}.
+        {"text": float | None,
+         "judges": {judge: {"face", "found", "overall", "paste", "face_other", "identified"}}}.
     """
     text = cosine(image_vec, prompt_vec) if prompt_vec is not None and image_vec is not None else None
     per_judge: dict[str, Any] = {}
@@ -144,6 +173,7 @@ def score_image(
             "overall": None if text is None else text + face,
             "paste": None if paste is None else paste[0],
             "face_other": None if paste is None else paste[1],
+            "identified": identified(vec, refs, (rivals or {}).get(name, {}), used),
         }
     return {"text": text, "judges": per_judge}
 
@@ -160,7 +190,7 @@ def _metric(record: Mapping[str, Any], judge: str, metric: str) -> float | None:
     if metric == "text":
         return scores.get("text")
     value = scores["judges"].get(judge, {}).get(metric)
-    return float(value) if isinstance(value, bool) else value  # found: 1.0 / 0.0, its mean is the detection rate
+    return float(value) if isinstance(value, bool) else value  # found, identified: 1.0 / 0.0, their means are rates
 
 
 def aggregate(records: Sequence[Mapping[str, Any]], spec: EvalSpec, judges: Sequence[str]) -> dict[str, Any]:
@@ -169,7 +199,8 @@ def aggregate(records: Sequence[Mapping[str, Any]], spec: EvalSpec, judges: Sequ
     Returns:
         [setting][judge][scope][metric] -> {mean, std, n}; scopes: "all", "tag:T", "identity:I", "group:G";
         metrics: text, face, overall, paste, face_other, found (1 when the judge found a face: its mean is the
-        detection rate).
+        detection rate), identified (1 when the judge's nearest identity of the run is the right one: its mean is
+        the identification rate; chance is one over the number of identities).
     """
     out: dict[str, Any] = {}
     for setting in spec.settings:

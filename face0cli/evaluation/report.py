@@ -81,6 +81,17 @@ def render_table_md(results: Mapping[str, Any]) -> str:
             + "."
         )
         lines.append("")
+        n_ids = len(spec["identities"])
+        ident = [(s, stat_at(agg, s, name, "all", "identified")) for s in settings]
+        if any(st.n for _, st in ident):
+            lines.append(
+                f"Identification (the judge's nearest of the {n_ids} identities, by mean cosine to each one's "
+                "reference photos, the conditioning photo left out when there are others, is the right one; "
+                f"chance {1 / n_ids:.0%}): "
+                + ", ".join(f"{s} {st.mean:.0%} of {st.n}" for s, st in ident if st.mean is not None)
+                + "."
+            )
+            lines.append("")
 
         lines.append(f"### Table 2 — best of N = {n_seeds} seeds against the average (judge `{name}`)")
         lines.append("")

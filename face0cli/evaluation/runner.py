@@ -32,9 +32,11 @@ from face0cli.evaluation.judges import (
 from face0cli.evaluation.metrics import aggregate, best_of_n_table, score_image
 from face0cli.evaluation.report import render_table_md, write_contact_sheet
 from face0cli.evaluation.spec import (
+    EXTRA_METRICS,
     FORMAT,
     FORMAT_VERSION,
     KEY_VERSION,
+    METRICS,
     EvalSpec,
     IdentitySpec,
     JudgeSpec,
@@ -57,7 +59,8 @@ class EvalResults:
     Attributes:
         images: one dict per image (parameters, path relative to out_dir, scores), in spec order.
         aggregates: [setting][judge][scope][metric] -> {mean, std, n}; scopes "all", "tag:T", "identity:I",
-            "group:G"; metrics text, face, overall, paste, face_other, found (the share of images with a face).
+            "group:G"; metrics text, face, overall, paste, face_other, found (the share of images with a face),
+            identified (the identification rate among the run's identities).
         best_of_n: [setting][judge][scope][metric] -> {mean, std, n} of the best seed per (identity, prompt);
             scopes "all" and "tag:T".
         judges: [{name, id, encoder_id, conditioning_encoder, primary}].
@@ -337,6 +340,7 @@ class _Scorer:
             "clip": clip.id if clip else None,
             "judges": {j.name: j.id for j in judges},
             "references": {i.spec.name: list(i.ref_sha256) for i in identities},
+            "metrics": [*METRICS, *EXTRA_METRICS],  # a record scored before a metric existed is rescored
         }
         return cls(judges, _reference_embeddings(identities, judges), text_vecs, clip, scored_with)
 
@@ -612,8 +616,10 @@ def _score(
 ) -> dict[str, Any]:
     image_vec = clip.embed_images([image])[0] if clip is not None else None
     faces = {j.name: j.embed_faces([image])[0] for j in judges}
-    refs = {j.name: ref_vecs[j.name][job.identity.spec.name] for j in judges}
-    return score_image(text_vecs.get(job.prompt.text), image_vec, faces, refs, job.identity.used)
+    me = job.identity.spec.name
+    refs = {j.name: ref_vecs[j.name][me] for j in judges}
+    rivals = {j.name: {k: v for k, v in ref_vecs[j.name].items() if k != me} for j in judges}
+    return score_image(text_vecs.get(job.prompt.text), image_vec, faces, refs, job.identity.used, rivals)
 
 
 def _read_journal(path: Path) -> dict[str, dict[str, Any]]:

@@ -29,7 +29,7 @@ SAMPLE_KEYS = frozenset(f.name for f in dataclasses.fields(SampleConfig))
 TAGS: tuple[str, ...] = ("photo-real", "artistic")
 """Prompt tags (paper §4.1 reports photo-realistic and artistic prompts separately)."""
 METRICS: tuple[str, ...] = ("text", "face", "overall")
-EXTRA_METRICS: tuple[str, ...] = ("paste", "face_other", "found")
+EXTRA_METRICS: tuple[str, ...] = ("paste", "face_other", "found", "identified")
 SETTING_KEYS: tuple[str, ...] = ("w", "c", "a", "variety", "steps", "scheduler", "negative", "size", "model")
 TOP_KEYS: tuple[str, ...] = ("name", "model", "identities", "prompts", "seeds", "settings", "judges", "clip")
 IDENTITY_KEYS: tuple[str, ...] = ("photos", "character", "condition", "group")
