@@ -91,6 +91,31 @@ def test_character_list_and_show_include_the_models_examples() -> None:
     assert r.exit_code == 0 and "mine" in r.output and "example characters" not in r.output  # the filter applies
 
 
+def test_character_sheet_shows_the_models_examples_after_the_library(tmp_path: Path) -> None:
+    from face0cli.library.sheet import PLACEHOLDER
+    from face0cli.library.store import FaceStore
+    from face0cli.synthetic.package import EXAMPLES
+
+    examples = FaceStore(DEFAULT_MODEL_DIR / EXAMPLES)
+    assert examples.get("ada").has_thumbnail
+    out = tmp_path / "examples.png"
+    r = run("character", "sheet", "--out", out, "--tile", 64, "--json")  # a fresh library: the examples alone
+    assert r.exit_code == 0, r.output
+    every = Image.open(out)
+    one = tmp_path / "ada.png"
+    assert run("character", "sheet", "ada", "--out", one, "--tile", 64).exit_code == 0
+    ada = np.asarray(Image.open(one).convert("RGB"))
+    assert ada.shape[1] < every.width  # one tile against all the examples
+    tile = ada[ada.shape[0] // 2 - 8 : ada.shape[0] // 2 + 8, 16:48]
+    assert not (tile == np.array(PLACEHOLDER, np.uint8)).all(axis=-1).mean() > 0.5  # ada's portrait, not a blank
+    run("mix", "ada", "bruno", "--name", "mine")
+    both = tmp_path / "both.png"  # a selection may name the library's own characters and the examples
+    assert run("character", "sheet", "mine", "ada", "--out", both, "--tile", 64).exit_code == 0
+    assert Image.open(both).width > ada.shape[1]
+    r = run("character", "sheet", "nobody", "--out", tmp_path / "x.png")
+    assert r.exit_code != 0 and "nobody" in r.output and not (tmp_path / "x.png").exists()
+
+
 def test_a_photo_is_embedded_with_the_synthetic_embedder_and_no_face_is_a_clean_error(photo_dir: Path) -> None:
     r = run("embed", photo_dir / "astronaut.jpg", "--name", "eileen")
     assert r.exit_code == 0, r.output

@@ -273,17 +273,22 @@ def character_sheet(
     columns: Annotated[int | None, typer.Option("--columns", help="Tiles a row (default: about square).")] = None,
     tile: Annotated[int, typer.Option("--tile", help="Tile size in pixels.")] = 128,
     force: ForceOpt = False,
+    model: ModelOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """A contact sheet of the library: each character's thumbnail with its name, kind and tags."""
-    from face0cli.generation.context import check_free
+    """A contact sheet of the library: each character's thumbnail with its name, kind and tags, then the model's
+    example characters that your library does not shadow (as `character list`)."""
+    from face0cli.generation.context import check_free, example_characters
     from face0cli.library.sheet import contact_sheet, save_contact_sheet
 
     check_writable(out, folder=False)
     check_free([out], force)
     lib = open_store(store)
-    sheet = contact_sheet(lib, names or None, tag=tag, kind=kind, grep=grep, columns=columns, tile=tile)
+    examples = example_characters(model)
+    sheet = contact_sheet(
+        lib, names or None, tag=tag, kind=kind, grep=grep, columns=columns, tile=tile, examples=examples
+    )
     path = save_contact_sheet(sheet, out)
     if as_json:
         print_json({"sheet": str(path), "size": list(sheet.size)})

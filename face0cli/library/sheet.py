@@ -135,6 +135,7 @@ def contact_sheet(
     columns: int | None = None,
     tile: int = 128,
     title: str | None = None,
+    examples: FaceStore | None = None,
 ) -> Image.Image:
     """A labelled grid of the library's characters' thumbnails (placeholder tiles for those without one).
 
@@ -144,26 +145,40 @@ def contact_sheet(
         tag, kind, grep: FaceStore.find filters, applied to NAMES too when given.
         columns, tile: see render_sheet.
         title: above the grid (default: the library file and the number of characters).
+        examples: the model's example characters (or None): those the library does not shadow follow its own,
+            captioned "example", and NAMES may name them, as a name finds them in `face0 generate`.
 
     Raises:
-        UnknownCharacter: one of NAMES is not in the library.
+        UnknownCharacter: one of NAMES is in neither the library nor the examples.
         ParameterError: nothing is selected.
     """
-    found = {c.name: c for c in store.find(tag=tag, kind=kind, grep=grep)}
+    own = {c.name: c for c in store.find(tag=tag, kind=kind, grep=grep)}
+    mine = set(store.names())
+    extra = {}
+    if examples is not None:
+        extra = {c.name: c for c in examples.find(tag=tag, kind=kind, grep=grep) if c.name not in mine}
     if names is not None:
-        every = set(store.names())
+        every = mine | (set(examples.names()) if examples is not None else set())
         for n in names:
             if n not in every:
                 raise store._unknown(n, every)
-        chars = [found[n] for n in dict.fromkeys(names) if n in found]
+        picked = [n for n in dict.fromkeys(names) if n in own or n in extra]
     else:
-        chars = list(found.values())
-    if not chars:
+        picked = [*own, *extra]
+    if not picked:
         raise ParameterError("no character matches; nothing to put on the sheet.")
-    thumbs = store.thumbnails([c.name for c in chars if c.has_thumbnail])
-    tiles = [SheetTile(c.name, character_caption(c), thumbs.get(c.name)) for c in chars]
+    thumbs = store.thumbnails([n for n in picked if n in own and own[n].has_thumbnail])
+    if examples is not None:
+        thumbs |= examples.thumbnails([n for n in picked if n in extra and extra[n].has_thumbnail])
+    tiles = []
+    for n in picked:
+        c = own.get(n) or extra[n]
+        tiles.append(SheetTile(n, ("example · " if n in extra else "") + character_caption(c), thumbs.get(n)))
     if title is None:
-        title = f"{store.path.name}: {len(chars)} character{'s' if len(chars) != 1 else ''}"
+        n_extra = sum(n in extra for n in picked)
+        title = f"{store.path.name}: {len(picked) - n_extra} character{'s' if len(picked) - n_extra != 1 else ''}"
+        if n_extra:
+            title += f" + {n_extra} example{'s' if n_extra != 1 else ''} of the model"
     return render_sheet(tiles, columns=columns, tile=tile, title=title)
 
 
