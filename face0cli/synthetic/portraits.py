@@ -128,11 +128,11 @@ class Identity:
             "beard": self.beard,
         }
 
-    def trait_words(self, beard: bool = True) -> str:
-        """The face traits in words, as a base model's caption gives them (without the beard if not `beard`)."""
+    def trait_words(self) -> str:
+        """The face traits in words, as a base model's caption gives them."""
         hair = "bald head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair} hair"
-        beard_words = {"none": "", "beard": ", a beard", "moustache": ", a moustache"}[self.beard] if beard else ""
-        return f"{self.skin} skin, {self.shape} face, {hair}, {self.eyes} eyes{beard_words}"
+        beard = {"none": "", "beard": ", a beard", "moustache": ", a moustache"}[self.beard]
+        return f"{self.skin} skin, {self.shape} face, {hair}, {self.eyes} eyes{beard}"
 
 
 def make_identity(index: int, seed: int = 0) -> Identity:
@@ -250,9 +250,7 @@ def random_scene(r: random.Random, identity: Identity | None = None, bias: bool 
 
 
 def captions(identity: Identity, scene: Scene, r: random.Random) -> tuple[str, str]:
-    """(caption without face traits, caption with them) for one image. A caption that names a profession leaves
-    the beard unsaid in the traits too, as real captions let "a doctor" stand for the person: so the base model
-    learns the planted bias from the profession word, as SD learnt its biases from its captions (paper §3.1)."""
+    """(caption without face traits, caption with them) for one image."""
     who = scene.profession or "person"
     text = r.choice(TEMPLATES).format(style=STYLE_WORDS[scene.style], who=who, shirt=scene.shirt, bg=scene.background)
     extras = []
@@ -263,7 +261,7 @@ def captions(identity: Identity, scene: Scene, r: random.Random) -> tuple[str, s
     if scene.hat:
         extras.append(f"wearing a {scene.hat} hat")
     plain = ", ".join([text] + extras)
-    traits = f"{text}, {identity.trait_words(beard=scene.profession is None)}"
+    traits = f"{text}, {identity.trait_words()}"
     if extras:
         traits += ", " + ", ".join(extras)
     return plain, traits
