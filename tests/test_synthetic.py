@@ -337,3 +337,16 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert list(again) == list(STAGES[: STAGES.index("characters") + 1])
     changed = {s for s in STAGES if (out / "stages" / f"{s}.json").stat().st_mtime_ns != stamps[s]}
     assert changed == {"characters"}
+    # deterministic given its seed: a second build from nothing ships the same weights, bit for bit
+    from safetensors.torch import load_file
+
+    twin = tmp_path / "twin"
+    build(twin, cfg, until="package")
+    weights = sorted(p.relative_to(model) for p in model.rglob("*.safetensors"))
+    assert len(weights) == 7  # unet, vae, text encoder, projector, GMM, embedder, judge
+    assert weights == sorted(
+        p.relative_to(twin / "default-model") for p in (twin / "default-model").rglob("*.safetensors")
+    )
+    for rel in weights:
+        a, b = load_file(model / rel), load_file(twin / "default-model" / rel)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
