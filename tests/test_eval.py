@@ -300,6 +300,7 @@ def test_no_face_scores_zero_and_a_real_face_is_embedded(clip_dir: Path, photo_d
         "overall": None,
         "paste": None,
         "face_other": None,
+        "identified": None,  # no face: neither identified nor not
     }
     text = clip.embed_texts(["a photo of a person"])[0]
     image = clip.embed_images([astronaut])[0]
