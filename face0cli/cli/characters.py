@@ -192,6 +192,7 @@ def character_list(
     """List the characters in the library (all, or those matching --tag, --kind and --grep), then the model's
     example characters that a name finds when the library lacks it (--json: the library only)."""
     from face0cli.generation.context import example_characters
+    from face0cli.library.characters import unshadowed_examples
 
     lib = open_store(store)
     chars = lib.find(tag=tag, kind=kind, grep=grep)
@@ -203,13 +204,10 @@ def character_list(
         console.print(_character_table(chars, f"{len(chars)} characters in {lib.path}"))
     else:
         console.print(f"no characters {'match' if filtered else 'in'} {lib.path}")
-    examples = example_characters(model)
-    if examples is not None:
-        mine = set(lib.names())
-        extra = [c for c in examples.find(tag=tag, kind=kind, grep=grep) if c.name not in mine]
-        if extra:
-            title = f"{len(extra)} example characters of the model, found by name when your library lacks it"
-            console.print(_character_table(extra, title))
+    extra = unshadowed_examples(lib, example_characters(model), tag=tag, kind=kind, grep=grep)
+    if extra:
+        title = f"{len(extra)} example characters of the model, found by name when your library lacks it"
+        console.print(_character_table(extra, title))
 
 
 def _character_table(chars: list[Any], title: str) -> Any:

@@ -89,6 +89,21 @@ def with_examples(store: FaceStore, examples: FaceStore | None) -> Any:
     return store if examples is None else _Lookup(store, examples)
 
 
+def unshadowed_examples(
+    store: FaceStore,
+    examples: FaceStore | None,
+    tag: str | None = None,
+    kind: str | None = None,
+    grep: str | None = None,
+) -> list[Character]:
+    """The examples (FaceStore.find filters applied) whose names STORE lacks: what a name finds after the library
+    (EXAMPLES may be None: none)."""
+    if examples is None:
+        return []
+    mine = set(store.names())
+    return [c for c in examples.find(tag=tag, kind=kind, grep=grep) if c.name not in mine]
+
+
 def mix_characters(
     store: FaceStore,
     specs: Sequence[str] = (),

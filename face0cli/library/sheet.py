@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from face0cli.errors import BadInput, ParameterError
+from face0cli.library.characters import unshadowed_examples
 from face0cli.library.store import Character, FaceStore
 
 BACKGROUND = (255, 255, 255)
@@ -153,12 +154,9 @@ def contact_sheet(
         ParameterError: nothing is selected.
     """
     own = {c.name: c for c in store.find(tag=tag, kind=kind, grep=grep)}
-    mine = set(store.names())
-    extra = {}
-    if examples is not None:
-        extra = {c.name: c for c in examples.find(tag=tag, kind=kind, grep=grep) if c.name not in mine}
+    extra = {c.name: c for c in unshadowed_examples(store, examples, tag=tag, kind=kind, grep=grep)}
     if names is not None:
-        every = mine | (set(examples.names()) if examples is not None else set())
+        every = set(store.names()) | (set(examples.names()) if examples is not None else set())
         for n in names:
             if n not in every:
                 raise store._unknown(n, every)
