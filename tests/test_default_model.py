@@ -49,6 +49,28 @@ def test_quickstart_generates_offline_with_an_example_character(tmp_path: Path) 
     assert a.std() > 10  # an image, not a flat colour
 
 
+def test_the_default_model_samples_at_the_steps_its_scorecard_measured_unless_asked(tmp_path: Path) -> None:
+    from face0cli.synthetic.package import SAMPLE_STEPS
+
+    assert json.loads((DEFAULT_MODEL_DIR / "face0.json").read_text())["steps"] == SAMPLE_STEPS == 25
+    r = run("generate", "--face", "ada", "--prompt", QUICKSTART, "--out", tmp_path / "a.png")
+    assert r.exit_code == 0, r.output
+    assert json.loads(Image.open(tmp_path / "a.png").info["face0"])["steps"] == SAMPLE_STEPS
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [
+        {"prompt": QUICKSTART, "out": str(tmp_path / "b.png")},
+        {"prompt": QUICKSTART, "steps": 3, "out": str(tmp_path / "c.png")},
+    ]
+    jobs.write_text("".join(json.dumps(job) + "\n" for job in lines))
+    r = run("generate", "--jobs", jobs, "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    assert [json.loads(Image.open(tmp_path / f).info["face0"])["steps"] for f in ("b.png", "c.png")] == [25, 3]
+    r = run("debias", "--prompt", QUICKSTART, "--n", 1, "--out", tmp_path / "deb")
+    assert r.exit_code == 0, r.output
+    images = [p for p in (tmp_path / "deb").glob("*.png") if p.name != "grid.png"]
+    assert [json.loads(Image.open(p).info["face0"])["steps"] for p in images] == [SAMPLE_STEPS]
+
+
 def test_a_user_character_wins_over_an_example_of_the_same_name(tmp_path: Path) -> None:
     src = DEFAULT_MODEL_DIR.parent.parent.parent / "characters" / "bruno.png"
     if not src.is_file():

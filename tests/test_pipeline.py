@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -412,6 +413,9 @@ def test_newer_format(model_dir: Path, tmp_path: Path) -> None:
         ({"token_positions": [74, 75, 77]}, "outside"),
         ({"null_face": "mean"}, "null_face"),
         ({"embed_dim": "x"}, "malformed"),
+        ({"steps": 0}, "steps must be a whole number >= 1"),
+        ({"steps": True}, "steps must be a whole number >= 1"),
+        ({"steps": "many"}, "malformed"),
     ],
 )
 def test_face0_json_must_fit_the_parts(model_dir: Path, tmp_path: Path, change: dict, needle: str) -> None:
@@ -420,6 +424,18 @@ def test_face0_json_must_fit_the_parts(model_dir: Path, tmp_path: Path, change: 
     (d / "face0.json").write_text(json.dumps({**meta, **change}))
     with pytest.raises(ModelError, match=needle):
         Face0Pipeline.from_pretrained(d)
+
+
+def test_face0_json_records_the_models_steps_and_leaves_them_out_when_unset(model_dir: Path, tmp_path: Path) -> None:
+    d = copy_model(model_dir, tmp_path)
+    meta = json.loads((d / "face0.json").read_text())
+    assert "steps" not in meta  # a model that records none: face0's default, as before the field existed
+    pipe = Face0Pipeline.from_pretrained(d)
+    assert pipe.face0_config.steps is None
+    pipe.face0_config = dataclasses.replace(pipe.face0_config, steps=12)
+    pipe.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "face0.json").read_text())["steps"] == 12
+    assert Face0Pipeline.from_pretrained(tmp_path / "again").face0_config.steps == 12
 
 
 def test_gmm_of_another_embedder_is_refused(model_dir: Path, tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from face0cli.cli.options import (
     print_json,
     store_for_new,
 )
-from face0cli.config import SAMPLE_DEFAULTS
 from face0cli.console import console
 
 character_app = typer.Typer(
@@ -120,7 +119,9 @@ def mix(
     model: ModelOpt = None,
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt of the strip.")] = "a photo of a person",
     seed: Annotated[int, typer.Option("--seed", "-s", help="The strip's fixed seed.")] = 0,
-    steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the strip.")] = SAMPLE_DEFAULTS.steps,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Sampling steps of the strip (default: the model's, else 50).")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="The strip PNG (default: NAME-strip.png).")] = None,
     thumbnail: ThumbnailOpt = True,
     force: ForceOpt = False,
@@ -159,9 +160,8 @@ def mix(
         check_free([strip_path], force)
         ctx = ModelContext(model, "cpu", "fp32", store, None)
         start, end = made.strip_ends()
-        render_strip(
-            ctx, start, end, strip, strip_path, prompt=prompt, seed=seed, sample=SampleConfig(steps=steps), title=name
-        )
+        sample = SampleConfig(steps=ctx.steps(steps))
+        render_strip(ctx, start, end, strip, strip_path, prompt=prompt, seed=seed, sample=sample, title=name)
     lib.add(char, force=force, thumbnail=_rendered_thumbnail(ctx, model, store, char) if thumbnail else None)
     if as_json:
         print_json(char.to_json() | {"strip": str(strip_path) if strip_path else None})

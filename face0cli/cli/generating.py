@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ def generate(
     variety: VarietyOpt = SAMPLE_DEFAULTS.variety,
     seed: SeedOpt = 0,
     n: CountOpt = 1,
-    steps: StepsOpt = SAMPLE_DEFAULTS.steps,
+    steps: StepsOpt = None,
     scheduler: SchedulerOpt = DEFAULT_SCHEDULER,
     size: SizeOpt = None,
     negative: NegativeOpt = "",
@@ -133,7 +134,7 @@ def generate(
     if base_req is None:
         if not prompt:
             raise BadInput("give a prompt with --prompt (or --from-png / --jobs).")
-        sample = SampleConfig(w, c, a, variety, steps, scheduler.value, height, width)
+        sample = SampleConfig(w, c, a, variety, steps or SAMPLE_DEFAULTS.steps, scheduler.value, height, width)
         inputs = Inputs.from_options(init, strength, mask, controlnet, control, control_scale, lora or ())
         base_req = Request(
             prompt=prompt, face=Face(None, "none"), seed=seed, n=n, sample=sample, negative=negative, inputs=inputs
@@ -148,6 +149,8 @@ def generate(
     ctx = ModelContext(model, device, dtype, store, embedder_weights)
     if from_png is None or from_a1111:
         base_req.face = ctx.face(face)
+    if from_png is None:  # an image's own steps are kept; otherwise the asked ones, else the model's
+        base_req.sample = dataclasses.replace(base_req.sample, steps=ctx.steps(steps))
     base_req.model = ctx.model
     if sweep:
         _generate_sweep(ctx, base_req, sweep, out, force, as_json)
@@ -232,7 +235,7 @@ def debias(
     w: WOpt = SAMPLE_DEFAULTS.w,
     c: COpt = SAMPLE_DEFAULTS.c,
     a: AOpt = SAMPLE_DEFAULTS.a,
-    steps: StepsOpt = SAMPLE_DEFAULTS.steps,
+    steps: StepsOpt = None,
     scheduler: SchedulerOpt = DEFAULT_SCHEDULER,
     size: SizeOpt = None,
     negative: NegativeOpt = "",
@@ -250,7 +253,8 @@ def debias(
     from face0cli.generation.generate import Face, Request, parse_size
 
     height, width = parse_size(size)
-    sample = SampleConfig(w, c, a, SAMPLE_DEFAULTS.variety, steps, scheduler.value, height, width)
+    asked = steps or SAMPLE_DEFAULTS.steps  # checked now; the model's steps replace it once it is loaded
+    sample = SampleConfig(w, c, a, SAMPLE_DEFAULTS.variety, asked, scheduler.value, height, width)
     base = Request(prompt=prompt, face=Face(None, "none"), seed=seed, sample=sample, negative=negative)
     base.check()
     if n < 1:
@@ -261,6 +265,7 @@ def debias(
     from face0cli.generation.debias import debias as run_debias
 
     ctx = ModelContext(model, device, dtype, None, None)
+    base.sample = dataclasses.replace(base.sample, steps=ctx.steps(steps))
     run = run_debias(ctx, base, n, out, force=force, show_progress=not as_json)
     if as_json:
         print_json(run.to_json())

@@ -68,7 +68,9 @@ AOpt = Annotated[
     float, typer.Option("--a", help="Face-only against text-only in the rest: 0 or 1 (c=1.4, a=1: very stylised).")
 ]
 VarietyOpt = Annotated[float, typer.Option("--variety", help="Std of Gaussian noise added to the face embedding.")]
-StepsOpt = Annotated[int, typer.Option("--steps", help="Sampling steps.")]
+StepsOpt = Annotated[
+    int | None, typer.Option("--steps", help="Sampling steps (default: the model's, from its face0.json, else 50).")
+]
 SchedulerOpt = Annotated[Scheduler, typer.Option("--scheduler", help="The sampler (the paper uses DDIM).")]
 SizeOpt = Annotated[str | None, typer.Option("--size", help="512 or WIDTHxHEIGHT; default: the model's.")]
 NegativeOpt = Annotated[str, typer.Option("--negative", help="Negative prompt (the 'no text' branch).")]

@@ -70,6 +70,14 @@ class ModelContext:
         """save_png's keyword arguments for this model's A1111 text (embedder id, model hash)."""
         return {"embedder_id": self.embedder_id, "model_hash": self.model_hash}
 
+    def steps(self, asked: int | None = None) -> int:
+        """Sampling steps: ASKED, else the steps the model was measured at (face0.json), else face0's default."""
+        if asked is not None:
+            return asked
+        from face0cli.config import SAMPLE_DEFAULTS
+
+        return getattr(self.pipe.face0_config, "steps", None) or SAMPLE_DEFAULTS.steps
+
     @property
     def dim(self) -> int:
         return self.pipe.face0_config.embed_dim

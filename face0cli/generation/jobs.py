@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -71,6 +72,8 @@ def job_request(ctx: ModelContext, job: dict[str, Any]) -> Request:
     height, width = parse_size(str(size) if size is not None else None)
     sample_keys = ("w", "c", "a", "variety", "steps", "scheduler")
     sample = SampleConfig(**{k: job[k] for k in sample_keys if k in job}, height=height, width=width)
+    if "steps" not in job:
+        sample = dataclasses.replace(sample, steps=ctx.steps())
     lora = job.get("lora", [])
     inputs = Inputs.from_options(
         Path(job["init"]) if "init" in job else None,

@@ -107,6 +107,8 @@ class Face0Config:
         null_face: how "no face" is written into those positions: "zeros" (the only rule so far).
         context_dim: C, width of a context token (UNet cross-attention width).
         format_version: version of this file's format.
+        steps: the sampling steps the model was measured at, which the CLI samples with when none are asked
+            (None: face0's default, SampleConfig.steps); older face0 versions ignore it.
     """
 
     embedder_id: str
@@ -116,6 +118,7 @@ class Face0Config:
     null_face: str = "zeros"
     context_dim: int = 768
     format_version: int = FORMAT_VERSION
+    steps: int | None = None
 
     @classmethod
     def for_components(cls, pipe: Face0Pipeline, embedder_id: str = "") -> Face0Config:
@@ -132,6 +135,8 @@ class Face0Config:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["token_positions"] = list(self.token_positions)
+        if self.steps is None:
+            del data["steps"]  # the file face0 wrote before it knew the field
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -158,7 +163,10 @@ class Face0Config:
                 null_face=str(data["null_face"]),
                 context_dim=int(data["context_dim"]),
                 format_version=version,
+                steps=None if data.get("steps") is None else int(data["steps"]),
             )
+            if cfg.steps is not None and (isinstance(data["steps"], bool) or cfg.steps < 1):
+                raise ValueError(f"steps must be a whole number >= 1, got {data['steps']!r}")
         except (KeyError, ValueError, TypeError) as e:
             raise ModelError(f"{path} is missing or has a malformed field ({e}).") from e
         return cfg
