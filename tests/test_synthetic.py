@@ -176,6 +176,30 @@ def test_identification_counts_nearest_centroids() -> None:
     assert out["accuracy"] == pytest.approx(2 / 3) and out["chance"] == 0.5
 
 
+def test_the_scorecard_counts_identification_as_face0_eval_does() -> None:
+    from face0cli.evaluation.metrics import face_alignment, identified
+    from face0cli.synthetic.scorecard import Scorer
+
+    rng = np.random.default_rng(3)
+    sc = Scorer.__new__(Scorer)  # identify needs only the identities and their reference photos' judge vectors
+    sc.ids = [400, 401, 402, 403]
+    centres = rng.normal(size=(4, 16))
+    sc.references = [centres[k] + 0.8 * rng.normal(size=(5, 16)) for k in range(4)]  # photos[0] conditions
+    truth = np.array([400, 401, 402, 403] * 10)
+    z = np.stack([centres[sc.ids.index(t)] + 1.5 * rng.normal(size=16) for t in truth])
+    z[0] = sc.references[0][0]  # a copy of its conditioning portrait: only the other photos count for it
+    out = sc.identify(z, truth)
+    want, gaps = [], []
+    for vec, t in zip(z, truth):
+        k = sc.ids.index(int(t))
+        rivals = {str(j): list(sc.references[j]) for j in range(4) if j != k}
+        want.append(identified(vec, list(sc.references[k]), rivals, 0))
+        own = face_alignment(vec, list(sc.references[k][1:]))
+        gaps.append(own - np.mean([face_alignment(vec, r) for r in rivals.values()]))
+    assert 0 < sum(want) < len(want)  # the case tells right from wrong
+    assert out["accuracy"] == pytest.approx(np.mean(want)) and out["gap"] == pytest.approx(np.mean(gaps))
+
+
 def test_synthetic_embedder_takes_portraits_whole_and_photos_through_mtcnn(tmp_path: Path, photo_dir: Path) -> None:
     from face0cli.errors import NoFaceFound
     from face0cli.faces.embedders import embed_photo
@@ -319,8 +343,19 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert {c.name for c in FaceStore(model / "characters.h5").list()} == {"ada", "bruno", "chen", "dara"}
     assert (out / "characters" / "ada-ref1.png").is_file()
     assert not list(model.rglob("*.lock"))  # the library writers' lock file does not ship
+    assert json.loads((model / "face0.json").read_text())["steps"] == 25  # what the scorecard measures it at
     card = json.loads((out / "scorecard" / "scorecard.json").read_text())
     assert 0.0 <= card["identification"]["accuracy"] <= 1.0 and card["images_generated"] > 0
+    # identification went through face0 eval, on a spec that `face0 eval` reads as it is
+    from face0cli.evaluation.spec import load_spec
+
+    spec = load_spec(out / "scorecard" / "heldout-eval.yaml")
+    assert len(spec.identities) == cfg.ids_heldout and len(spec.prompts) == 5 and spec.seeds == (0, 1)
+    assert all(
+        len(i.photos) == 1 + cfg.per_heldout and i.photos[0].parent.name == "references" for i in spec.identities
+    )
+    assert card["identification"]["eval"]["images"] == cfg.ids_heldout * 5 * 2
+    assert len((out / "scorecard" / "eval" / "results.jsonl").read_text().splitlines()) == cfg.ids_heldout * 5 * 2
     assert all((out / "scorecard" / f).is_file() for f in ("grid.png", "override.png", "strips.png"))
     assert card["interpolation_strips"] == 4 and card["speed"]["cli_cold_max_s"] >= card["speed"]["cli_cold_s"]
     assert 0.0 <= card["interpolation_world_morphs"] <= 1.0  # the world's own morphs through the same test

@@ -2,11 +2,15 @@
 
 What each figure is (held-out identities never seen by the model, the embedder or the judge):
 
-- identification: each of the 20 held-out identities conditions generations (its reference portrait embedded
-  with the model's embedder) over 5 prompts x 4 seeds; the judge's nearest identity centroid (centroids of the
-  identity's other world portraits, not the conditioning image) must be the right one. Baselines: the same
-  prompts with a random face (the model's GMM) and with no face, scored against the same identity.
-- likeness gap: the judge's cosine to the right centroid minus the mean cosine to the others.
+- identification, through `face0 eval` (its runner, `evaluation.runner.run_eval`, on a spec the stage writes,
+  DIR/heldout-eval.yaml, so `face0 eval DIR/heldout-eval.yaml --out X` gives the same figure): each of the 20
+  held-out identities conditions generations (its reference portrait embedded with the model's embedder) over 5
+  prompts x 4 seeds; the judge (`judges: [synthetic]`, the model's judge/) must find the image nearer its own
+  identity than every other identity, an identity's nearness being the mean cosine to its reference photos (the
+  identity's world portraits and its reference portrait; for its own identity, without the conditioning
+  portrait). Baselines: the same prompts with a random face (the model's GMM) and with no face, scored the same
+  way against the same identity.
+- likeness gap: the judge's nearness to the right identity minus the mean nearness to the others.
 - prompt control: the judge's background / shirt / style heads agree with what the prompt asked; trait override:
   "with blue hair" (and pink, green, white) read by the judge's hair head.
 - c / a (paper §3.4, Fig. 7): style adherence and identification for stylised prompts at c = 0.4, 0.7, 1.0 and
@@ -19,8 +23,9 @@ What each figure is (held-out identities never seen by the model, the embedder o
   what a model that morphs exactly as the world does would score under this judge.
 - debias (paper §3.1, Fig. 3): the planted bias (doctors and pilots with beards); the judge's beard head on
   text-only generations and on `debias` generations (a fresh random face each), against the training base rate.
-- speed: one 64 px image at 25 steps in-process (median of 5), and `face0 generate` cold from the shell (a
-  fresh process each time: the median and the slowest of 3).
+- speed: one 64 px image at 25 steps in-process (median of 5), and the quickstart's `face0 generate` (an example
+  character, the model's own steps) cold from the shell (a fresh process each time: the median and the slowest
+  of 3).
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from PIL import Image
 
 from face0cli.synthetic.nets import HEADS, JudgeNet, judge_images, load_net
 from face0cli.synthetic.portraits import HAIR_OVERRIDE
+
+EVAL_SPEC = "heldout-eval.yaml"
+"""The spec of the identification run that the scorecard writes beside scorecard.json (`face0 eval` reads it)."""
 
 
 def _asks(shirt: str, background: str, template: str) -> tuple[str, dict[str, str]]:
@@ -65,7 +73,7 @@ class Scorer:
         from face0cli.faces.registry import embedder_for_model
         from face0cli.model.pipeline import Face0Pipeline
         from face0cli.synthetic.package import JUDGE_DIR, reference_portrait
-        from face0cli.synthetic.world import load_images, read_truth
+        from face0cli.synthetic.world import image_path, load_images, read_truth
 
         self.pipe = Face0Pipeline.load(str(model_dir))
         self.pipe.set_progress_bar_config(disable=True)
@@ -84,12 +92,17 @@ class Scorer:
         self.world_seed = seed
         tmp = Path(world) / "references"
         tmp.mkdir(exist_ok=True)
-        vecs = []
+        vecs, self.photos, refs = [], [], []
         for i in self.ids:
             p = tmp / f"id{i:04d}.png"
             reference_portrait(i, seed).save(p)
             vecs.append(embed_photo(emb, p).vector)
+            # the identity's reference photos as `face0 eval` sees them: the conditioning portrait first
+            self.photos.append([p, *(image_path(world, r) for r in held if r["identity"] == i)])
+            refs.append(np.concatenate([judge_images(net, np.asarray(Image.open(p).convert("RGB"))[None])[0],
+                                        z[labels == i]]))  # fmt: skip
         self.faces = np.stack(vecs)
+        self.references = refs
         self.n_images = 0
 
     @property
@@ -134,11 +147,50 @@ class Scorer:
         return z @ self.centroids[ia]
 
     def identify(self, z: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-        sims = z @ self.centroids.T
+        """Identification as `face0 eval` counts it (metrics.identified), and the likeness gap, of judge vectors
+        z (N, D) of images meant to show the identities `truth` (N,), each conditioned on its reference portrait.
+
+        An identity's nearness is the mean cosine to its reference photos; for the image's own identity, without
+        the conditioning portrait (photos[0]); identified when the own nearness beats every other identity's."""
+        z = np.asarray(z, np.float64)  # as metrics.cosine
+        zn = z / np.linalg.norm(z, axis=1, keepdims=True)
         right = np.array([self.ids.index(int(t)) for t in truth])
-        own = sims[np.arange(len(z)), right]
-        others = (sims.sum(1) - own) / (len(self.ids) - 1)
-        return {"accuracy": float(np.mean(sims.argmax(1) == right)), "gap": float(np.mean(own - others))}
+        unit = [np.asarray(r, np.float64) / np.linalg.norm(r, axis=1, keepdims=True) for r in self.references]
+        near_all = np.stack([(zn @ r.T).mean(1) for r in unit], axis=1)  # (N, identities), every photo
+        near_own = np.stack([(zn @ r[1:].T).mean(1) for r in unit], axis=1)  # without the conditioning one
+        rows = np.arange(len(z))
+        own = near_own[rows, right]
+        rivals = near_all.copy()
+        rivals[rows, right] = -np.inf
+        others = (near_all.sum(1) - near_all[rows, right]) / (len(self.ids) - 1)
+        return {"accuracy": float(np.mean(own > rivals.max(1))), "gap": float(np.mean(own - others))}
+
+    def eval_spec(self, path: Path, model_dir: Path, seeds: list[int]) -> Path:
+        """Write the identification run as a `face0 eval` spec: the held-out identities (each conditioned on its
+        reference portrait, photos[0]), the five prompts, the seeds, this scorer's sampler, the model's judge."""
+        import yaml
+
+        spec = {
+            "name": "heldout",
+            "model": str(Path(model_dir).resolve()),
+            "clip": None,
+            "identities": {
+                f"id{i:04d}": {"photos": [str(Path(p).resolve()) for p in photos]}
+                for i, photos in zip(self.ids, self.photos)
+            },  # fmt: skip
+            "prompts": [p for p, _ in PROMPTS],
+            "seeds": list(seeds),
+            "settings": {"default": {"steps": self.steps, "w": self.w}},
+            "judges": [{"name": "synthetic", "weights": str((Path(model_dir) / "judge").resolve())}],
+        }
+        head = (
+            "# The scorecard's identification run (face0 synth build, stage scorecard): the held-out identities of\n"
+            "# the synthetic world, each conditioned on its reference portrait (photos[0]), judged by the model's\n"
+            "# judge.\n"
+            f"#   face0 eval {path.name} --out DIR\n"
+        )
+        path.write_text(head + yaml.safe_dump(spec, sort_keys=False, width=120), encoding="utf-8")
+        return path
 
 
 def _monotone(sims: np.ndarray) -> float:
@@ -159,21 +211,34 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     """Measure every figure of the module doc; write out/scorecard.json, out/scorecard.md and the pictures
     (grid.png: identities x prompts, override.png: identities x hair colours, strips.png: interpolations)."""
     out.mkdir(parents=True, exist_ok=True)
-    sc = Scorer(model_dir, world, steps=4 if quick else 25, w=w)
+    from face0cli.synthetic.package import SAMPLE_STEPS
+
+    sc = Scorer(model_dir, world, steps=4 if quick else SAMPLE_STEPS, w=w)
     ids = sc.ids
     n_id = len(ids)
     seeds = [0, 1] if quick else [0, 1, 2, 3]
     res: dict[str, Any] = {"identities": n_id, "chance": 1.0 / n_id, "w": w, "steps": sc.steps}
     t0 = time.perf_counter()
 
-    # 1. identification + prompt control: identities x prompts x seeds
-    rows = [(i, p, s) for i in range(n_id) for p in range(len(PROMPTS)) for s in seeds]
-    prompts = [PROMPTS[p][0] for _, p, _ in rows]
-    faces = np.stack([sc.faces[i] for i, _, _ in rows])
+    # 1. identification + prompt control: identities x prompts x seeds, through face0 eval's runner
+    from face0cli.evaluation.runner import run_eval
+
+    spec = sc.eval_spec(out / EVAL_SPEC, model_dir, seeds)
+    # resume=False: the model folder keeps its path when a stage before is redone, so old images must not count
+    ev = run_eval(spec, out / "eval", pipe_loader=lambda _: sc.pipe, resume=False, show_progress=False)
+    records = sorted(ev.images, key=lambda r: (r["identity"], r["prompt_index"], r["seed"]))
+    rows = [(ids.index(int(r["identity"][2:])), r["prompt_index"], r["seed"]) for r in records]
+    images = np.stack([np.asarray(Image.open(out / "eval" / r["path"]).convert("RGB")) for r in records])
+    sc.n_images += len(records)
     truth = np.array([ids[i] for i, _, _ in rows])
-    images = sc.generate(prompts, faces, [s for _, _, s in rows])
     z, attrs = sc.read(images)
-    res["identification"] = sc.identify(z, truth)
+    again = sc.identify(z, truth)  # the same count from the PNGs, with the gap
+    res["identification"] = {
+        "accuracy": float(np.mean([r["scores"]["judges"]["synthetic"]["identified"] for r in records])),
+        "gap": again["gap"],
+        "recounted_accuracy": again["accuracy"],
+        "eval": {"spec": EVAL_SPEC, "out": "eval", "images": len(records), "generated": ev.generated},
+    }
     control = {}
     for key in ("background", "shirt", "style"):
         asked = np.array([PROMPTS[p][1][key] for _, p, _ in rows])
@@ -294,12 +359,16 @@ def speed(model_dir: Path) -> dict[str, float]:
         pipe(PROMPTS[0][0], face, num_inference_steps=25, generator=torch.Generator().manual_seed(k), output_type="np")
         times.append(time.perf_counter() - t)
     out_png = Path(model_dir).parent / "speed-check.png"
+    from face0cli.synthetic.package import EXAMPLE_NAMES, EXAMPLES
+
+    # the quickstart's command: an example character, the model's own steps (face0.json)
+    face = EXAMPLE_NAMES[0] if (Path(model_dir) / EXAMPLES).is_file() else "random:1"
     cold = []
     for _ in range(3):
         t = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "face0cli", "generate", "--model", str(model_dir), "--face", "random:1", "--prompt",
-             PROMPTS[0][0], "--steps", "25", "--out", str(out_png), "--force"],
+            [sys.executable, "-m", "face0cli", "generate", "--model", str(model_dir), "--face", face, "--prompt",
+             PROMPTS[0][0], "--out", str(out_png), "--force"],
             check=True, capture_output=True,
         )  # fmt: skip
         cold.append(time.perf_counter() - t)
