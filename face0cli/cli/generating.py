@@ -134,7 +134,8 @@ def generate(
     if base_req is None:
         if not prompt:
             raise BadInput("give a prompt with --prompt (or --from-png / --jobs).")
-        sample = SampleConfig(w, c, a, variety, steps or SAMPLE_DEFAULTS.steps, scheduler.value, height, width)
+        asked = steps if steps is not None else SAMPLE_DEFAULTS.steps  # checked now; the model's replace it later
+        sample = SampleConfig(w, c, a, variety, asked, scheduler.value, height, width)
         inputs = Inputs.from_options(init, strength, mask, controlnet, control, control_scale, lora or ())
         base_req = Request(
             prompt=prompt, face=Face(None, "none"), seed=seed, n=n, sample=sample, negative=negative, inputs=inputs
@@ -253,7 +254,7 @@ def debias(
     from face0cli.generation.generate import Face, Request, parse_size
 
     height, width = parse_size(size)
-    asked = steps or SAMPLE_DEFAULTS.steps  # checked now; the model's steps replace it once it is loaded
+    asked = steps if steps is not None else SAMPLE_DEFAULTS.steps  # checked now; the model's replace it later
     sample = SampleConfig(w, c, a, SAMPLE_DEFAULTS.variety, asked, scheduler.value, height, width)
     base = Request(prompt=prompt, face=Face(None, "none"), seed=seed, sample=sample, negative=negative)
     base.check()

@@ -23,7 +23,7 @@ EXAMPLES = "characters.h5"
 JUDGE_DIR = "judge"
 SAMPLE_STEPS = 25
 """The DDIM steps the scorecard measures the default model at; its face0.json records them, so the CLI samples
-with them when no --steps is given (the paper's 50 give the same pictures at twice the cost at this size)."""
+with them when no --steps is given (every figure of the scorecard is at these steps, not the paper's 50)."""
 # example characters: held-out identity offsets (0 = the first held-out identity) and their names
 EXAMPLE_NAMES = ("ada", "bruno", "chen", "dara", "emil", "fay")
 # what a reference portrait leaves out: a photo, no accessories, no override, no profession
