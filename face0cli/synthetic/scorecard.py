@@ -99,7 +99,7 @@ class Scorer:
             vecs.append(embed_photo(emb, p).vector)
             # the identity's reference photos as `face0 eval` sees them: the conditioning portrait first
             self.photos.append([p, *(image_path(world, r) for r in held if r["identity"] == i)])
-            refs.append(np.concatenate([judge_images(net, np.asarray(Image.open(p).convert("RGB"))[None])[0],
+            refs.append(np.concatenate([judge_images(net, np.array(Image.open(p).convert("RGB"))[None])[0],
                                         z[labels == i]]))  # fmt: skip
         self.faces = np.stack(vecs)
         self.references = refs
