@@ -335,6 +335,15 @@ def test_a_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
     assert blocker.read_text() == "x" and not (tmp_path / "sub").exists()
 
 
+def test_brackets_in_an_error_show_as_they_are(tmp_path: Path) -> None:
+    """Messages are plain text, not rich markup: a path like shots[bold]/x or an extra's name [lora] survives."""
+    add_char("alice", seed=1)
+    blocker = tmp_path / "shots[bold]"
+    blocker.write_text("x")
+    r = run("character", "export", "alice", "--out", blocker / "[lora]" / "lib.h5")
+    assert_clean_error(r, "cannot write", "shots[bold]/[lora]")
+
+
 # ------------------------------------------------------------------------------------------------ start-up
 
 
