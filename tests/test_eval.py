@@ -397,7 +397,7 @@ def test_bad_specs_name_the_line_and_field(
         assert n in msg, msg
 
 
-def test_spec_forms_yaml_and_json(tmp_path: Path, photo_dir: Path) -> None:
+def test_spec_forms_yaml_and_json(tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = load_spec(write_spec(tmp_path, GOOD.replace("PHOTOS", str(photo_dir))))
     assert [p.tag for p in spec.prompts] == ["photo-real", "artistic"]
     assert spec.identities[0].photos[1].name == "grace_hopper.jpg" and spec.identities[0].group == "g1"
@@ -415,6 +415,15 @@ def test_spec_forms_yaml_and_json(tmp_path: Path, photo_dir: Path) -> None:
     assert s.for_tag("artistic").sample.c == 0.4 and s.for_tag("photo-real").sample.c == 0.5
     with pytest.raises(BadInput, match="does not exist"):
         load_spec(tmp_path / "missing.yaml")
+    # a judge's weights or model are relative to the spec's folder too; a text that is no path there stays as given
+    (tmp_path / "judge").mkdir()
+    data["judges"] = [{"name": "facenet", "weights": "judge"}, {"name": "clip-face", "model": "org/clip"}]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_spec(write_spec(tmp_path, json.dumps(data), "spec.json"))
+    assert dict(spec.judges[0].options) == {"weights": str((tmp_path / "judge").resolve())}
+    assert dict(spec.judges[1].options) == {"model": "org/clip"}
     data["identities"] = 3
     with pytest.raises(BadInput, match=r"spec.json \(identities\): identities must map names"):
         load_spec(write_spec(tmp_path, json.dumps(data), "spec.json"))

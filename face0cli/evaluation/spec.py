@@ -294,7 +294,7 @@ def parse_spec(
         prompts=_parse_prompts(src, data["prompts"]),
         seeds=_parse_seeds(src, data["seeds"]),
         settings=_parse_settings(src, base, data.get("settings")),
-        judges=_parse_judges(src, data.get("judges")),
+        judges=_parse_judges(src, base, data.get("judges")),
         clip=local_or_id(base, clip) if clip else None,
         model=local_or_id(base, model) if model else None,
         name=name.strip(),
@@ -502,7 +502,11 @@ def _parse_size(src: _Source, path: _Path, value: Any) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _parse_judges(src: _Source, data: Any) -> tuple[JudgeSpec, ...]:
+JUDGE_PATH_OPTIONS = ("weights", "model")
+"""Judge options that name a file, folder or hub id: relative paths are relative to the spec's folder, as photos."""
+
+
+def _parse_judges(src: _Source, base: Path, data: Any) -> tuple[JudgeSpec, ...]:
     path: _Path = ("judges",)
     if data is None:
         return (JudgeSpec("clip-face"),)
@@ -523,5 +527,8 @@ def _parse_judges(src: _Source, data: Any) -> tuple[JudgeSpec, ...]:
             raise src.error(here, str(e)) from e
         if any(j.name == name for j in out):
             raise src.error(here, f"the judge '{name}' is listed twice")
+        for key in JUDGE_PATH_OPTIONS:
+            if isinstance(options.get(key), str) and options[key].strip():
+                options[key] = local_or_id(base, options[key].strip())
         out.append(JudgeSpec(name, tuple(sorted(options.items()))))
     return tuple(out)
