@@ -358,6 +358,11 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert len((out / "scorecard" / "eval" / "results.jsonl").read_text().splitlines()) == cfg.ids_heldout * 5 * 2
     assert all((out / "scorecard" / f).is_file() for f in ("grid.png", "override.png", "strips.png"))
     assert card["interpolation_strips"] == 4 and card["speed"]["cli_cold_max_s"] >= card["speed"]["cli_cold_s"]
+    # beside plain diffusers on the same components, cold and in-process, in the same run
+    sp = card["speed"]
+    assert 0 < sp["cli_cold_plain_import_s"] < sp["cli_cold_plain_s"] and sp["cli_cold_ratio"] > 0
+    assert sp["in_process_plain_s"] > 0 and sp["in_process_ratio"] > 0
+    assert "plain diffusers cold on the same components" in (out / "scorecard" / "scorecard.md").read_text()
     assert 0.0 <= card["interpolation_world_morphs"] <= 1.0  # the world's own morphs through the same test
     train_cfg = json.loads((out / "run-face0" / "model" / "train_config.json").read_text())
     assert train_cfg["identity_pattern"] and train_cfg["gmm_covariance"] == "full"

@@ -25,14 +25,13 @@ What each figure is (held-out identities never seen by the model, the embedder o
   text-only generations and on `debias` generations (a fresh random face each), against the training base rate.
 - speed: one 64 px image at 25 steps in-process (median of 5), and the quickstart's `face0 generate` (an example
   character, the model's own steps) cold from the shell (a fresh process each time: the median and the slowest
-  of 3).
+  of 3), each beside plain diffusers' StableDiffusionPipeline on the same components in the same run
+  (synthetic.speedcheck), so that what face0 adds shows apart from what the libraries and the machine cost.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -167,21 +166,28 @@ class Scorer:
 
     def eval_spec(self, path: Path, model_dir: Path, seeds: list[int]) -> Path:
         """Write the identification run as a `face0 eval` spec: the held-out identities (each conditioned on its
-        reference portrait, photos[0]), the five prompts, the seeds, this scorer's sampler, the model's judge."""
+        reference portrait, photos[0]), the five prompts, the seeds, this scorer's sampler, the model's judge.
+        Paths are relative to the spec's folder, so the build folder can move."""
+        import os
+
         import yaml
+
+        here = Path(path).resolve().parent
+
+        def rel(p: Path) -> str:
+            return os.path.relpath(Path(p).resolve(), here)
 
         spec = {
             "name": "heldout",
-            "model": str(Path(model_dir).resolve()),
+            "model": rel(model_dir),
             "clip": None,
             "identities": {
-                f"id{i:04d}": {"photos": [str(Path(p).resolve()) for p in photos]}
-                for i, photos in zip(self.ids, self.photos)
-            },  # fmt: skip
+                f"id{i:04d}": {"photos": [rel(p) for p in photos]} for i, photos in zip(self.ids, self.photos)
+            },
             "prompts": [p for p, _ in PROMPTS],
             "seeds": list(seeds),
             "settings": {"default": {"steps": self.steps, "w": self.w}},
-            "judges": [{"name": "synthetic", "weights": str((Path(model_dir) / "judge").resolve())}],
+            "judges": [{"name": "synthetic", "weights": rel(Path(model_dir) / "judge")}],
         }
         head = (
             "# The scorecard's identification run (face0 synth build, stage scorecard): the held-out identities of\n"
@@ -339,42 +345,22 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     res["images_generated"] = sc.n_images
 
     # 7. speed
-    res["speed"] = speed(model_dir)
+    res["speed"] = speed(model_dir, runs=2 if quick else 3)
     (out / "scorecard.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     (out / "scorecard.md").write_text(markdown(res) + "\n", encoding="utf-8")
     return res
 
 
-def speed(model_dir: Path) -> dict[str, float]:
-    """In-process seconds for one 64 px image at 25 DDIM steps (median of 5, after a warm-up), and the wall time
-    of `face0 generate` from a fresh process."""
-    from face0cli.model.pipeline import Face0Pipeline
-
-    pipe = Face0Pipeline.load(str(model_dir))
-    pipe.set_progress_bar_config(disable=True)
-    face = pipe.gmm.sample(1, seed=0)[0] if pipe.gmm is not None else None
-    times = []
-    for k in range(6):
-        t = time.perf_counter()
-        pipe(PROMPTS[0][0], face, num_inference_steps=25, generator=torch.Generator().manual_seed(k), output_type="np")
-        times.append(time.perf_counter() - t)
-    out_png = Path(model_dir).parent / "speed-check.png"
+def speed(model_dir: Path, runs: int = 3) -> dict[str, float]:
+    """In-process seconds for one 64 px image at 25 DDIM steps and the quickstart's `face0 generate` cold from the
+    shell, each against plain diffusers on the same components in the same run (synthetic.speedcheck)."""
     from face0cli.synthetic.package import EXAMPLE_NAMES, EXAMPLES
+    from face0cli.synthetic.speedcheck import cold, in_process
 
     # the quickstart's command: an example character, the model's own steps (face0.json)
     face = EXAMPLE_NAMES[0] if (Path(model_dir) / EXAMPLES).is_file() else "random:1"
-    cold = []
-    for _ in range(3):
-        t = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "face0cli", "generate", "--model", str(model_dir), "--face", face, "--prompt",
-             PROMPTS[0][0], "--out", str(out_png), "--force"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        cold.append(time.perf_counter() - t)
-    out_png.unlink(missing_ok=True)
-    median = float(np.median(cold))
-    return {"in_process_s": float(np.median(times[1:])), "cli_cold_s": median, "cli_cold_max_s": max(cold)}
+    fast = in_process(model_dir, repeats=5 if runs >= 3 else 2)
+    return {**fast, **cold(model_dir, face, Path(model_dir).parent / "speed-check.png", runs=runs)}
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -409,8 +395,14 @@ def markdown(res: dict[str, Any]) -> str:
             f"{j['debias']:.2f} |"
         )
     s = res["speed"]
-    lines.append(f"| one 64 px image, 25 steps, in-process | <= 1.5 s | {s['in_process_s']:.2f} s |")
-    slowest = f" (slowest of 3: {s['cli_cold_max_s']:.1f} s)" if "cli_cold_max_s" in s else ""
+    plain = f"; plain diffusers, same modules: {s['in_process_plain_s']:.2f} s" if "in_process_plain_s" in s else ""
+    lines.append(f"| one 64 px image, 25 steps, in-process | <= 1.5 s | {s['in_process_s']:.2f} s{plain} |")
+    slowest = f", slowest of 3 {s['cli_cold_max_s']:.1f} s" if "cli_cold_max_s" in s else ""
+    if "cli_cold_plain_s" in s:
+        slowest += (
+            f"; plain diffusers cold on the same components {s['cli_cold_plain_s']:.1f} s, of it importing the "
+            f"libraries {s['cli_cold_plain_import_s']:.1f} s; ratio {s['cli_cold_ratio']:.2f}"
+        )
     lines.append(f"| `face0 generate` cold from the shell, median of 3 | <= 10 s | {s['cli_cold_s']:.1f} s{slowest} |")
     lines += ["", "c / a on stylised prompts (paper §3.4, Fig. 7):", "", "| c | a | style | identification | gap |"]
     lines.append("|---|---|---|---|---|")
