@@ -67,6 +67,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "EmbedderMismatch": ("face0cli.errors", "EmbedderMismatch"),
     "NoFaceFound": ("face0cli.errors", "NoFaceFound"),
     "MissingWeights": ("face0cli.errors", "MissingWeights"),
+    "MissingPackage": ("face0cli.errors", "MissingPackage"),
 }
 
 __all__ = [
@@ -113,6 +114,7 @@ __all__ = [
     "EmbedderMismatch",
     "NoFaceFound",
     "MissingWeights",
+    "MissingPackage",
 ]
 """The public names: __version__ and every lazily exported name (a test keeps the two lists in step)."""
 
@@ -140,6 +142,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         BadInput,
         EmbedderMismatch,
         Face0Error,
+        MissingPackage,
         MissingWeights,
         ModelError,
         NoFaceFound,

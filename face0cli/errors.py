@@ -71,6 +71,12 @@ class MissingWeights(Face0Error):
     exit_code = 8
 
 
+class MissingPackage(Face0Error):
+    """An optional package that a feature needs is not installed; the message names the pip command."""
+
+    exit_code = 10
+
+
 class ModelError(Face0Error):
     """A model directory is missing a part, is malformed, or does not fit the request."""
 

@@ -20,6 +20,15 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
 
 
+@pytest.fixture
+def no_peft(monkeypatch: pytest.MonkeyPatch) -> None:
+    """peft looks uninstalled to face0's check (peft is the `lora` extra: `pip install 'face0[lora]'`)."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else find_spec(name, *a))
+
+
 @pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real photos with faces (astronaut, grace hopper, cameraman) and one without (coffee), as files."""

@@ -95,6 +95,17 @@ def test_lora_changes_the_image_is_recorded_and_reproduced(tmp_path: Path, lora_
     assert_clean_error(gen(*common, "--lora", fake, "--out", tmp_path / "x.png"), "safetensors")
 
 
+def test_lora_without_peft_is_one_line_naming_the_extra_before_the_model_loads(
+    tmp_path: Path,
+    lora_file: Path,  # noqa: F811
+    no_peft: None,
+) -> None:
+    r = gen("--prompt", "a person", "--lora", f"{lora_file}:1", "--out", tmp_path / "lora.png")
+    assert_clean_error(r, "--lora needs peft", "pip install 'face0[lora]'")
+    assert r.exit_code == 10 and not (tmp_path / "lora.png").exists()
+    assert gen("--prompt", "a person", "--steps", 2, "--out", tmp_path / "plain.png").exit_code == 0  # the rest works
+
+
 def test_controlnet_changes_the_image_is_recorded_and_reproduced(tmp_path: Path, model_dir: Path) -> None:  # noqa: F811
     from face0cli.model.pipeline import Face0Pipeline
 

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from face0cli.config import TrainConfig
 from face0cli.data.prep import TripletFile
-from face0cli.errors import BadInput, EmbedderMismatch, ModelError, ParameterError
+from face0cli.errors import BadInput, EmbedderMismatch, MissingPackage, ModelError, ParameterError
 from face0cli.model.pipeline import Face0Pipeline
 from face0cli.model.tiny import tiny_components, tiny_pipeline
 from face0cli.training import train as T
@@ -292,6 +292,12 @@ def test_lora_run_merges_the_adapters_into_the_saved_unet(world: World, tmp_path
     assert all(torch.equal(saved[k], base[k]) for k in base if k not in attn)
     ckpt = load_file(result.checkpoints[-1] / "model.safetensors")  # the trained module keeps the base as it was
     assert all(torch.equal(ckpt[f"unet.{k}".replace(".weight", ".base_layer.weight")], base[k]) for k in attn)
+
+
+def test_lora_run_without_peft_stops_before_anything_is_written(world: World, tmp_path: Path, no_peft: None) -> None:
+    with pytest.raises(MissingPackage, match=r"--train lora needs peft.*face0\[lora\]"):
+        T.train(replace(FAST, train="lora"), triplets=world.triplets, out=tmp_path / "out", base=world.sd)
+    assert not (tmp_path / "out").exists()
 
 
 def test_projector_only_run_keeps_the_unet(world: World, tmp_path: Path) -> None:

@@ -151,8 +151,10 @@ class Inputs:
         loras: Sequence[str] = (),
     ) -> Inputs:
         """The inputs of `face0 generate`'s options, checked, files read and hashed (before the model loads)."""
-        from face0cli.model.lora import parse_lora_spec, read_lora_file
+        from face0cli.model.lora import parse_lora_spec, read_lora_file, require_peft
 
+        if loras:
+            require_peft("--lora")
         refs = []
         for text in loras:
             spec = parse_lora_spec(text)

@@ -9,6 +9,7 @@ trained next to.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -16,7 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from face0cli.errors import BadInput, ModelError, ParameterError
+from face0cli.errors import BadInput, MissingPackage, ModelError, ParameterError
+
+LORA_EXTRA = "pip install 'face0[lora]'"
+"""What installs peft, the package LoRA needs (an extra: without peft, diffusers imports faster)."""
+
+
+def require_peft(what: str) -> None:
+    """Check that peft is installed, before any heavy work.
+
+    Raises:
+        MissingPackage: it is not (one sentence naming the command that installs it).
+    """
+    if importlib.util.find_spec("peft") is None:
+        raise MissingPackage(f"{what} needs peft, which is not installed: {LORA_EXTRA} (or pip install peft).")
 
 
 @dataclass(frozen=True)
@@ -89,7 +103,9 @@ def load_loras(pipe: Any, specs: list[LoraSpec]) -> list[str]:
         BadInput: a file is not a readable .safetensors file.
         ParameterError: a scale is not finite.
         ModelError: a file has no UNet LoRA layers, or its layers do not fit this UNet.
+        MissingPackage: peft is not installed.
     """
+    require_peft("--lora")
     from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
 
     unet = pipe.unet
@@ -137,4 +153,4 @@ def _first_line(e: BaseException) -> str:
     return lines[0].rstrip(".") + "." if lines else type(e).__name__ + "."
 
 
-__all__ = ["LoraSpec", "load_loras", "parse_lora_spec", "read_lora_file"]
+__all__ = ["LORA_EXTRA", "LoraSpec", "load_loras", "parse_lora_spec", "read_lora_file", "require_peft"]

@@ -641,10 +641,15 @@ def train(
         EmbedderMismatch: the triplet file's embeddings are not what the model's projector takes.
         ModelError: the base is not an SD 1.x model or a face0 model.
         NonFiniteLoss: the loss became NaN or infinite; the last good checkpoint is kept.
+        MissingPackage: --train lora without peft installed.
     """
     t_start = time.perf_counter()
     out = Path(out)
     # 0. Check the inputs before anything heavy
+    if cfg.train == "lora":
+        from face0cli.model.lora import require_peft
+
+        require_peft("--train lora")
     resume_dir = _resume_dir(out, resume)
     trip = TripletFile(triplets)
     if len(trip) == 0:
