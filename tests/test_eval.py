@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from face0cli.errors import BadInput, EmbedderMismatch, MissingWeights
+from face0cli.errors import BadInput, EmbedderMismatch, MissingWeights, ParameterError
 from face0cli.evaluation.compare import compare
 from face0cli.evaluation.judges import (
     JUDGES,
@@ -587,6 +587,65 @@ def test_compare_side_by_side_with_differences(e2e: Any, tmp_path: Path) -> None
         compare(a, tmp_path / "other.json")
     with pytest.raises(BadInput, match="not valid JSON"):
         compare(out / "table.md", a)
+
+
+def test_batched_runs_render_the_same_images_in_fewer_calls(
+    tmp_path: Path, tiny_pipe: Any, photo_dir: Path, registry: Any
+) -> None:
+    """--batch N: up to N images of one setting per pipeline call, each with its own seed; the same images (to
+    float rounding) and keys as one at a time, and a resumed batched run reuses them."""
+    from face0cli.faces.images import load_image
+
+    spec = write_spec(
+        tmp_path,
+        f"""\
+clip: null
+identities:
+  ann: [{photo_dir}/astronaut.jpg, {photo_dir}/grace_hopper.jpg]
+  bob: {photo_dir}/grace_hopper.jpg
+prompts: [a photo of a person, {{text: a painting of a person, tag: artistic}}]
+seeds: 2
+settings: {{base: {{steps: 2}}, styl: {{steps: 2, artistic: {{c: 0.5}}}}}}
+judges: [tiny]
+""",
+    )
+    one_pipe, many_pipe = CountingPipe(tiny_pipe), CountingPipe(tiny_pipe)
+    one = tiny_run(spec, tmp_path / "one", one_pipe)
+    many = tiny_run(spec, tmp_path / "many", many_pipe, batch=3)
+    assert one_pipe.calls == 16 and many.generated == 16
+    # per setting: 8 images, the styl setting splits at the tag (c = 0.5 for the artistic prompt): 3 + 3 + 2 for
+    # base; for styl, runs of 2 (one identity's photo prompt seeds) alternate with 2 (its artistic ones)
+    assert many_pipe.calls == 3 + 4
+    assert [r["key"] for r in many.images] == [r["key"] for r in one.images]
+    for a, b in zip(one.images, many.images):
+        x = np.asarray(load_image(tmp_path / "one" / a["path"]), np.int16)
+        y = np.asarray(load_image(tmp_path / "many" / b["path"]), np.int16)
+        assert np.abs(x - y).max() <= 2, a["path"]  # float rounding in the batched UNet, not another image
+    again = CountingPipe(tiny_pipe)
+    res = tiny_run(spec, tmp_path / "many", again, batch=3)
+    assert again.calls == 0 and res.reused == 16
+    with pytest.raises(ParameterError, match="--batch"):
+        tiny_run(spec, tmp_path / "x", again, batch=0)
+
+
+def test_render_batch_is_render_per_request_up_to_rounding(tiny_pipe: Any) -> None:
+    from face0cli.config import SampleConfig
+    from face0cli.generation.generate import Face, Request, render, render_batch
+
+    rng = np.random.default_rng(0)
+    sample = SampleConfig(steps=3)
+    reqs = [
+        Request(prompt=p, face=Face(rng.standard_normal(DIM).astype(np.float32), f"f{k}"), seed=k, sample=sample)
+        for k, p in enumerate(["a photo of a person", "a painting of a person", "a photo of a person"])
+    ]
+    batched = render_batch(tiny_pipe, reqs)
+    for req, (image, info) in zip(reqs, batched):
+        ((_, alone, info_alone),) = list(render(tiny_pipe, req))
+        diff = np.abs(np.asarray(image, np.int16) - np.asarray(alone, np.int16))
+        assert diff.max() <= 2 and info == info_alone
+    assert np.abs(np.asarray(batched[0][0], np.int16) - np.asarray(batched[2][0], np.int16)).max() > 10  # seeds
+    with pytest.raises(ParameterError, match="same sampler settings"):
+        render_batch(tiny_pipe, [reqs[0], reqs[1].replace(c=0.5)])
 
 
 @pytest.mark.slow

@@ -47,6 +47,14 @@ def run(
     ] = None,
     model: ModelOpt = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Regenerate every image.")] = False,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch",
+            help="Images of one setting rendered together (1: one at a time). Faster; each image keeps its own seed "
+            "and differs from the unbatched one by float rounding only.",
+        ),
+    ] = 1,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
     store: StoreOpt = None,
@@ -75,6 +83,7 @@ def run(
         resume=not no_resume,
         show_progress=not as_json,
         on_warning=warn,
+        batch=batch,
     )
     if as_json:
         print_json(res.to_json())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ from PIL import Image
 
 from face0cli import __version__
 from face0cli.config import CropConfig
-from face0cli.errors import BadInput, EmbedderMismatch, NoFaceFound
+from face0cli.errors import BadInput, EmbedderMismatch, NoFaceFound, ParameterError
 from face0cli.evaluation.judges import (
     Clip,
     Detector,
@@ -46,7 +47,7 @@ from face0cli.evaluation.spec import (
     local_or_id,
 )
 from face0cli.faces.images import file_sha256, load_image
-from face0cli.generation.generate import Face, Request, render, save_png
+from face0cli.generation.generate import Face, Request, render_batch, save_png
 
 if TYPE_CHECKING:
     from face0cli.faces.embedders import Embedder
@@ -162,12 +163,14 @@ def run_eval(
     resume: bool = True,
     show_progress: bool = True,
     on_warning: Callable[[str], None] | None = None,
+    batch: int = 1,
 ) -> EvalResults:
     """Run the paper's evaluation (Face0 §4.1-4.3): render, score, aggregate, report (Tables 1-2).
 
-    Every (setting x identity x prompt x seed) image is rendered with generate.render at the setting's parameters
-    (tag overrides applied) and saved in out_dir/images/SETTING/ with its parameters; each is scored and appended
-    to out_dir/results.jsonl at once. Then out_dir/results.json, table.md and contact_sheet.png are written.
+    Every (setting x identity x prompt x seed) image is rendered at the setting's parameters (tag overrides
+    applied; up to BATCH images of one setting in one batched call, generate.render_batch) and saved in
+    out_dir/images/SETTING/ with its parameters; each is scored and appended to out_dir/results.jsonl at once.
+    Then out_dir/results.json, table.md and contact_sheet.png are written.
 
     Args:
         spec: an EvalSpec or a spec file (YAML / JSON).
@@ -187,6 +190,10 @@ def run_eval(
         resume: reuse the images recorded in out_dir/results.jsonl; False starts over.
         show_progress: a progress bar on stderr (shown on terminals).
         on_warning: called with each warning as soon as it is known (e.g. console.warn), besides results.warnings.
+        batch: images of one setting rendered together (1: one at a time, as generate renders them). Larger is
+            faster (a batch of 4 takes about half the time of 4 single images on a 2-core CPU); each image
+            still has its own seeded generator, and differs from the unbatched one by float rounding only (at
+            most 1/255 in a few pixels), so its score may differ in the last digits.
 
     Raises:
         BadInput: bad spec or photo. ModelError: no model (and no embedded default). NoFaceFound: a judge finds
@@ -194,6 +201,8 @@ def run_eval(
         EmbedderMismatch: a character or photo embedding does not fit a model. MissingWeights: CLIP or embedder
         weights are missing.
     """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ParameterError(f"--batch must be a whole number >= 1, got {batch!r}.")
     spec = spec if isinstance(spec, EvalSpec) else load_spec(spec)
     if judges:
         spec = dataclasses.replace(spec, judges=tuple(JudgeSpec(check_judge_name(n)) for n in dict.fromkeys(judges)))
@@ -255,13 +264,25 @@ def run_eval(
                     entry["conditioning_encoder"] = True
                     warn(conditioning_warning(judge, embedder_id))
             faces = _FaceCache(pipe, embedders)
+            groups: list[list[tuple[int, _Job, _Where]]] = []  # still to render: one setting, at most `batch`
             for job in (job for job in jobs if job.model == model_ref):
-                bar.update(task, description=f"eval {job.setting.name}")
-                record, how = _run_job(job, out, embedder_id, pipe, faces, journal, scorer, lambda: bar.advance(task))
-                if how != "generated":
+                record, how, where = _lookup(job, out, embedder_id, journal, scorer)
+                records.append(record if record is not None else {})  # {}: filled once rendered
+                if record is not None:
                     bar.advance(task, job.setting.sample.steps)
-                records.append(record)
-                counts[how] += 1
+                    counts[how] += 1
+                elif groups and groups[-1][0][1].setting == job.setting and len(groups[-1]) < batch:
+                    groups[-1].append((len(records) - 1, job, where))
+                else:
+                    groups.append([(len(records) - 1, job, where)])
+            for group in groups:
+                bar.update(task, description=f"eval {group[0][1].setting.name}")
+                n = len(group)
+                advance = functools.partial(bar.advance, task, n)
+                done = _render_jobs([(j, w) for _, j, w in group], out, pipe, faces, journal, scorer, advance)
+                for (i, _, _), record in zip(group, done):
+                    records[i] = record
+                counts["generated"] += n
             del pipe, faces
 
     # 4. Aggregates and the report.
@@ -364,47 +385,70 @@ class _FaceCache:
         return self.faces[name]
 
 
-def _run_job(
-    job: _Job,
+def _lookup(
+    job: _Job, out: Path, embedder_id: str, journal: Journal, scorer: _Scorer
+) -> tuple[dict[str, Any] | None, str, _Where]:
+    """An image of the run found in the journal: (its record, "reused" | "rescored", where), reused when its
+    parameters and scorers are the same, rescored from its PNG when the judges, CLIP or references changed; or
+    (None, "generate", where) when it is still to be rendered."""
+    fingerprint = _face_fingerprint(job.identity, embedder_id)
+    key = job_key(job, fingerprint)
+    name = f"{job.identity.spec.name}-p{job.prompt_index:02d}-s{job.seed}-{key[:10]}.png"
+    where = _Where(key, Path("images") / job.setting.name / name, fingerprint)
+    old = journal.previous(key, where.rel, out)
+    if old is not None and old.get("scored_with") == scorer.scored_with:
+        return old, "reused", where
+    if old is not None:
+        record = scorer.record(
+            load_image(out / where.rel), job, _record(job, key, where.rel, fingerprint, old.get("unet_calls_per_step"))
+        )
+        journal.append(record)
+        return record, "rescored", where
+    return None, "generate", where
+
+
+@dataclass(frozen=True)
+class _Where:
+    """An image's resume key, its path under the output folder, and its face fingerprint."""
+
+    key: str
+    rel: Path
+    fingerprint: dict[str, Any]
+
+
+def _render_jobs(
+    batch: Sequence[tuple[_Job, _Where]],
     out: Path,
-    embedder_id: str,
     pipe: Any,
     faces: _FaceCache,
     journal: Journal,
     scorer: _Scorer,
     on_step: Callable[[], None],
-) -> tuple[dict[str, Any], str]:
-    """One image of the run: (its record, "reused" | "rescored" | "generated"). An image of the same parameters
-    found in the journal is reused, or rescored from its PNG when the judges, CLIP or references changed."""
-    fingerprint = _face_fingerprint(job.identity, embedder_id)
-    key = job_key(job, fingerprint)
-    name = f"{job.identity.spec.name}-p{job.prompt_index:02d}-s{job.seed}-{key[:10]}.png"
-    rel = Path("images") / job.setting.name / name
-    old = journal.previous(key, rel, out)
-    if old is not None and old.get("scored_with") == scorer.scored_with:
-        return old, "reused"
-    if old is not None:
-        record = scorer.record(
-            load_image(out / rel), job, _record(job, key, rel, fingerprint, old.get("unet_calls_per_step"))
+) -> list[dict[str, Any]]:
+    """Render jobs of one setting and model in one batched call (generate.render_batch), then save, score and
+    journal each image at once; their records, in order."""
+    reqs = [
+        Request(
+            prompt=job.prompt.text,
+            face=faces.get(job.identity),
+            seed=job.seed,
+            n=1,
+            sample=job.setting.sample,
+            negative=job.setting.negative,
+            model=job.model,
         )
+        for job, _ in batch
+    ]
+    records = []
+    for (job, where), req, (image, info) in zip(batch, reqs, render_batch(pipe, reqs, on_step=on_step)):
+        tags: dict[str, Any] = {"key": where.key, "setting": job.setting.name, "identity": job.identity.spec.name}
+        tags |= {"prompt_index": job.prompt_index, "tag": job.prompt.tag}
+        save_png(image, req.params(0) | info | {"eval": tags}, out / where.rel)
+        rec = _record(job, where.key, where.rel, where.fingerprint, info.get("unet_calls_per_step"))
+        record = scorer.record(image, job, rec)
         journal.append(record)
-        return record, "rescored"
-    req = Request(
-        prompt=job.prompt.text,
-        face=faces.get(job.identity),
-        seed=job.seed,
-        n=1,
-        sample=job.setting.sample,
-        negative=job.setting.negative,
-        model=job.model,
-    )
-    ((_, image, info),) = list(render(pipe, req, on_step=on_step))
-    where: dict[str, Any] = {"key": key, "setting": job.setting.name, "identity": job.identity.spec.name}
-    where |= {"prompt_index": job.prompt_index, "tag": job.prompt.tag}
-    save_png(image, req.params(0) | info | {"eval": where}, out / rel)
-    record = scorer.record(image, job, _record(job, key, rel, fingerprint, info.get("unet_calls_per_step")))
-    journal.append(record)
-    return record, "generated"
+        records.append(record)
+    return records
 
 
 def _progress(show: bool) -> Any:

@@ -560,6 +560,47 @@ def render(
         yield i, out.images[0], {"unet_calls_per_step": getattr(out, "unet_calls_per_step", None)}
 
 
+def render_batch(
+    pipe: Any, reqs: Sequence[Request], *, on_step: Callable[[], None] | None = None
+) -> list[tuple[Image.Image, dict]]:
+    """One image for each request in one batched pipeline call: (image, info) per request, in order.
+
+    The requests must share the sampler settings, the negative prompt and the inputs, and ask for one image each
+    (prompts, faces and seeds may differ). Each image has its own generator seeded with its request's seed, so it
+    is the image render() gives for that request alone, up to float rounding in the batched UNet (at most 1/255
+    in a few pixels). A face without a vector, variety noise or extra inputs fall back to one call per request.
+    on_step is called once per sampling step of the batch.
+    """
+    import torch
+
+    for req in reqs:
+        req.check()
+    first = reqs[0]
+    same = (r.n == 1 and (r.sample, r.negative, r.inputs) == (first.sample, first.negative, first.inputs) for r in reqs)
+    if not all(same):
+        raise ParameterError("a batch takes one image per request, with the same sampler settings and inputs.")
+    alone = len(reqs) == 1 or first.sample.variety or first.inputs != Inputs()
+    if alone or any(r.face.vector is None for r in reqs):
+        return [(image, info) for req in reqs for _, image, info in render(pipe, req, on_step=on_step)]
+    s = first.sample
+    out = pipe(
+        [r.prompt for r in reqs],
+        np.stack([np.asarray(r.face.vector, dtype=np.float32) for r in reqs]),
+        negative_prompt=first.negative,
+        w=s.w,
+        c=s.c,
+        a=s.a,
+        num_inference_steps=s.steps,
+        height=s.height,
+        width=s.width,
+        generator=[torch.Generator(device="cpu").manual_seed(r.seed) for r in reqs],
+        scheduler=s.scheduler,
+        callback=(lambda *args, **kw: on_step()) if on_step else None,
+    )
+    info = {"unet_calls_per_step": getattr(out, "unet_calls_per_step", None)}
+    return [(image, dict(info)) for image in out.images]
+
+
 # ------------------------------------------------------------------------------------------------ sweeps
 
 
