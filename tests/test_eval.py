@@ -836,5 +836,17 @@ def test_eval_help_shows_run_compare_and_the_judges() -> None:
     r = runner.invoke(app, ["eval", "--help"])
     assert r.exit_code == 0 and "run" in r.stdout and "compare" in r.stdout
     r = runner.invoke(app, ["eval", "run", "--help"], env={"COLUMNS": "200"})
-    assert r.exit_code == 0 and "--judge" in r.stdout
+    assert r.exit_code == 0 and "--judge" in r.stdout and "--batch" in r.stdout
     assert all(name in r.stdout for name in BUILTIN_JUDGES)
+
+
+def test_eval_batch_below_one_is_one_line_before_anything_loads(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from face0cli.cli.app import app
+    from tests.test_cli import assert_clean_error
+
+    spec = Path(__file__).resolve().parents[1] / "examples" / "eval-synthetic.yaml"
+    r = CliRunner().invoke(app, ["eval", "run", str(spec), "--out", str(tmp_path / "out"), "--batch", "0"])
+    assert_clean_error(r, "--batch must be a whole number >= 1")
+    assert not (tmp_path / "out").exists()
