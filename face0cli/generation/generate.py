@@ -537,27 +537,28 @@ def render(
     import torch
 
     req.check()
-    s = req.sample
     extra = req.inputs.pipe_kwargs(pipe)
     for i in range(req.n):
         gen = torch.Generator(device="cpu").manual_seed(req.seed + i)
-        out = pipe(
-            req.prompt,
-            req.face.vector,
-            negative_prompt=req.negative,
-            w=s.w,
-            c=s.c,
-            a=s.a,
-            variety=s.variety,
-            num_inference_steps=s.steps,
-            height=s.height,
-            width=s.width,
-            generator=gen,
-            scheduler=s.scheduler,
-            callback=(lambda *args, **kw: on_step()) if on_step else None,
-            **extra,
-        )
+        out = pipe(req.prompt, req.face.vector, generator=gen, **_sampler_kwargs(req, on_step), **extra)
         yield i, out.images[0], {"unet_calls_per_step": getattr(out, "unet_calls_per_step", None)}
+
+
+def _sampler_kwargs(req: Request, on_step: Callable[[], None] | None) -> dict[str, Any]:
+    """The pipeline's keyword arguments for a request's sampler settings, negative prompt and step callback."""
+    s = req.sample
+    return {
+        "negative_prompt": req.negative,
+        "w": s.w,
+        "c": s.c,
+        "a": s.a,
+        "variety": s.variety,
+        "num_inference_steps": s.steps,
+        "height": s.height,
+        "width": s.width,
+        "scheduler": s.scheduler,
+        "callback": (lambda *args, **kw: on_step()) if on_step else None,
+    }
 
 
 def render_batch(
@@ -582,20 +583,11 @@ def render_batch(
     alone = len(reqs) == 1 or first.sample.variety or first.inputs != Inputs()
     if alone or any(r.face.vector is None for r in reqs):
         return [(image, info) for req in reqs for _, image, info in render(pipe, req, on_step=on_step)]
-    s = first.sample
     out = pipe(
         [r.prompt for r in reqs],
         np.stack([np.asarray(r.face.vector, dtype=np.float32) for r in reqs]),
-        negative_prompt=first.negative,
-        w=s.w,
-        c=s.c,
-        a=s.a,
-        num_inference_steps=s.steps,
-        height=s.height,
-        width=s.width,
         generator=[torch.Generator(device="cpu").manual_seed(r.seed) for r in reqs],
-        scheduler=s.scheduler,
-        callback=(lambda *args, **kw: on_step()) if on_step else None,
+        **_sampler_kwargs(first, on_step),
     )
     info = {"unet_calls_per_step": getattr(out, "unet_calls_per_step", None)}
     return [(image, dict(info)) for image in out.images]
