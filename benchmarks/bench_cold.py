@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--face", default="ada", help="the --face of the face0 command (an example character)")
     ap.add_argument("--runs", type=int, default=3, help="cold runs of each command")
     ap.add_argument("--repeats", type=int, default=5, help="in-process images of each pipeline")
-    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own, face0.json)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
     if args.model is None:

@@ -390,3 +390,13 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     for rel in weights:
         a, b = load_file(model / rel), load_file(twin / "default-model" / rel)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
+
+
+def test_the_speed_check_samples_at_the_steps_the_quickstart_uses(tmp_path: Path) -> None:
+    """Without --steps, face0 generate samples at the model's face0.json steps; the plain reference must too."""
+    from face0cli.synthetic.default import default_model
+    from face0cli.synthetic.speedcheck import model_steps
+
+    assert model_steps(default_model()) == 25
+    (tmp_path / "face0.json").write_text(json.dumps({"format_version": 1}))
+    assert model_steps(tmp_path) == 50  # no record: face0's default

@@ -76,14 +76,25 @@ def _reference_main(argv: list[str]) -> None:
     print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "sample_s": t3 - t2}))
 
 
-def in_process(model_dir: str | Path, steps: int = 25, repeats: int = 5) -> dict[str, float]:
-    """Seconds for one image in-process, face0 (a GMM face, c = 1) and plain diffusers on the same modules."""
+def model_steps(model_dir: str | Path) -> int:
+    """The steps a model was measured at (its face0.json `steps`), else face0's default; what `face0 generate`
+    samples at when no --steps is given."""
+    from face0cli.config import SAMPLE_DEFAULTS
+
+    recorded = json.loads((Path(model_dir) / "face0.json").read_text(encoding="utf-8")).get("steps")
+    return int(recorded) if recorded else SAMPLE_DEFAULTS.steps
+
+
+def in_process(model_dir: str | Path, steps: int | None = None, repeats: int = 5) -> dict[str, float]:
+    """Seconds for one image in-process, face0 (a GMM face, c = 1) and plain diffusers on the same modules, at
+    STEPS (default: the model's own)."""
     import numpy as np
     import torch
 
     from face0cli.config import SAMPLE_DEFAULTS
     from face0cli.model.pipeline import Face0Pipeline
 
+    steps = steps or model_steps(model_dir)
     pipe = Face0Pipeline.load(str(model_dir))
     pipe.set_progress_bar_config(disable=True)
     face = pipe.gmm.sample(1, seed=0)[0] if pipe.gmm is not None else None
@@ -113,15 +124,17 @@ def in_process(model_dir: str | Path, steps: int = 25, repeats: int = 5) -> dict
     }
 
 
-def cold(model_dir: str | Path, face: str, out_png: Path, steps: int = 25, runs: int = 3) -> dict[str, float]:
+def cold(model_dir: str | Path, face: str, out_png: Path, steps: int | None = None, runs: int = 3) -> dict[str, float]:
     """Wall seconds of the quickstart's `face0 generate` from a fresh process, alternating with the plain diffusers
-    reference in a fresh process (same components, steps, prompt and size)."""
+    reference in a fresh process (same components, steps, prompt and size). STEPS None: the quickstart's command
+    as it is (the model's own steps, which the reference then takes too); else both get STEPS."""
     import numpy as np
 
     face0_cmd = [
         sys.executable, "-m", "face0cli", "generate", "--model", str(model_dir), "--face", face, "--prompt", PROMPT,
-        "--out", str(out_png), "--force",
+        "--out", str(out_png), "--force", *(["--steps", str(steps)] if steps else []),
     ]  # fmt: skip
+    steps = steps or model_steps(model_dir)
     plain_png = out_png.with_name(out_png.stem + "-plain.png")
     from face0cli.config import SAMPLE_DEFAULTS
 
