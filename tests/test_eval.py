@@ -638,14 +638,25 @@ def test_render_batch_is_render_per_request_up_to_rounding(tiny_pipe: Any) -> No
         Request(prompt=p, face=Face(rng.standard_normal(DIM).astype(np.float32), f"f{k}"), seed=k, sample=sample)
         for k, p in enumerate(["a photo of a person", "a painting of a person", "a photo of a person"])
     ]
-    batched = render_batch(tiny_pipe, reqs)
+    steps: list[int] = []
+    batched = render_batch(tiny_pipe, reqs, on_step=lambda: steps.append(1))
+    assert len(steps) == 3 * 3  # once per image and step, as render's
     for req, (image, info) in zip(reqs, batched):
         ((_, alone, info_alone),) = list(render(tiny_pipe, req))
         diff = np.abs(np.asarray(image, np.int16) - np.asarray(alone, np.int16))
-        assert diff.max() <= 2 and info == info_alone
+        assert diff.max() <= 2 and info == info_alone | {"batch": 3}
     assert np.abs(np.asarray(batched[0][0], np.int16) - np.asarray(batched[2][0], np.int16)).max() > 10  # seeds
     with pytest.raises(ParameterError, match="same sampler settings"):
         render_batch(tiny_pipe, [reqs[0], reqs[1].replace(c=0.5)])
+    # no face for all: one batched call too; a face beside no face: one call each, counted the same
+    bare = [r.replace(face=Face(None, "none")) for r in reqs]
+    for group, batch in ((bare, 3), ([bare[0], reqs[1]], None)):
+        steps.clear()
+        done = render_batch(tiny_pipe, group, on_step=lambda: steps.append(1))
+        assert len(steps) == 3 * len(group) and [info.get("batch") for _, info in done] == [batch] * len(group)
+        for req, (image, _) in zip(group, done):
+            ((_, alone, _),) = list(render(tiny_pipe, req))
+            assert np.abs(np.asarray(image, np.int16) - np.asarray(alone, np.int16)).max() <= 2
 
 
 @pytest.mark.slow

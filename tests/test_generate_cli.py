@@ -101,6 +101,42 @@ def test_generate_several_random_and_none(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_batch_renders_the_same_images_and_says_so(tmp_path: Path) -> None:
+    """--batch 3 of --n 4: images 0-2 in one call, image 3 alone; each the --batch 1 image to float rounding,
+    its PNG says its batch, and --from-png redraws it alone to the same tolerance."""
+    add_char("alice", dim=DIM, seed=1)
+    assert gen("--face", "alice", "--prompt", "x", "--n", 4, "--out", tmp_path / "one").exit_code == 0
+    r = gen("--face", "alice", "--prompt", "x", "--n", 4, "--batch", 3, "--out", tmp_path / "three", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert [x["seed"] for x in res] == [0, 1, 2, 3]
+    ones = sorted((tmp_path / "one").glob("*.png"))
+    threes = [Path(x["path"]) for x in res]
+    assert [p.name for p in ones] == [p.name for p in threes]
+    for one, three in zip(ones, threes):
+        assert np.abs(pixels(one) - pixels(three)).max() <= 2  # float rounding in the batched UNet
+    assert np.abs(pixels(threes[0]) - pixels(threes[1])).max() > 10  # each image its own seed
+    assert [json.loads(Image.open(p).text["face0"]).get("batch") for p in threes] == [3, 3, 3, None]
+    again = tmp_path / "again.png"
+    assert run("generate", "--from-png", threes[1], "--out", again).exit_code == 0
+    assert np.abs(pixels(again) - pixels(ones[1])).max() == 0  # --from-png draws one image alone
+    # debias batches its fresh faces the same way
+    r = run("debias", "--prompt", "x", "--n", 3, "--steps", 3, "--batch", 3, "--out", tmp_path / "deb", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(Image.open(tmp_path / "deb" / "debias-000.png").text["face0"])["batch"] == 3
+
+
+@pytest.mark.parametrize("command", [["generate", "--face", "none", "--prompt", "x"], ["debias", "--prompt", "x"]])
+def test_batch_below_one_is_one_line_before_the_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.setenv("FACE0_MODEL", str(tmp_path / "no-such-model"))
+    r = run(*command, "--batch", 0, "--out", tmp_path / "out")
+    assert_clean_error(r, "--batch must be a whole number >= 1")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
 def test_sweep_grid(tmp_path: Path) -> None:
     add_char("alice", dim=DIM, seed=1)
     out = tmp_path / "sweep.png"

@@ -9,6 +9,7 @@ import typer
 
 from face0cli.cli.group import DefaultCommandGroup
 from face0cli.cli.options import (
+    BatchOpt,
     DeviceOpt,
     DtypeOpt,
     EmbedderWeightsOpt,
@@ -47,14 +48,7 @@ def run(
     ] = None,
     model: ModelOpt = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Regenerate every image.")] = False,
-    batch: Annotated[
-        int,
-        typer.Option(
-            "--batch",
-            help="Images of one setting rendered together (1: one at a time). Faster; each image keeps its own seed "
-            "and differs from the unbatched one by float rounding only.",
-        ),
-    ] = 1,
+    batch: BatchOpt = 1,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
     store: StoreOpt = None,

@@ -13,6 +13,7 @@ import typer
 from face0cli.cli.options import (
     DEFAULT_SCHEDULER,
     AOpt,
+    BatchOpt,
     COpt,
     CountOpt,
     DeviceOpt,
@@ -52,6 +53,7 @@ def generate(
     variety: VarietyOpt = SAMPLE_DEFAULTS.variety,
     seed: SeedOpt = 0,
     n: CountOpt = 1,
+    batch: BatchOpt = 1,
     steps: StepsOpt = None,
     scheduler: SchedulerOpt = DEFAULT_SCHEDULER,
     size: SizeOpt = None,
@@ -106,8 +108,9 @@ def generate(
     from face0cli.config import SampleConfig
     from face0cli.console import warn
     from face0cli.errors import BadInput
-    from face0cli.generation.generate import Face, Inputs, Request, parse_size, request_from_png
+    from face0cli.generation.generate import Face, Inputs, Request, check_batch, parse_size, request_from_png
 
+    check_batch(batch)
     height, width = parse_size(size)
     base_req: Request | None = None
     from_a1111 = False
@@ -130,7 +133,7 @@ def generate(
             out = from_png.with_name(from_png.stem + "-again.png")
     if jobs is not None:
         check_writable(out, folder=True)
-        raise typer.Exit(_run_jobs(jobs, model, out, force, device, dtype, store, embedder_weights))
+        raise typer.Exit(_run_jobs(jobs, model, out, force, device, dtype, store, embedder_weights, batch))
     if base_req is None:
         if not prompt:
             raise BadInput("give a prompt with --prompt (or --from-png / --jobs).")
@@ -154,12 +157,12 @@ def generate(
         base_req.sample = dataclasses.replace(base_req.sample, steps=ctx.steps(steps))
     base_req.model = ctx.model
     if sweep:
-        _generate_sweep(ctx, base_req, sweep, out, force, as_json)
+        _generate_sweep(ctx, base_req, sweep, out, force, as_json, batch)
         return
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base_req.face.label)[:40] + f"-s{base_req.seed}"
     paths = output_paths(out, stem, base_req.n)
     check_free(paths, force)
-    results = render_all(ctx, [base_req], [paths], not as_json)
+    results = render_all(ctx, [base_req], [paths], not as_json, batch)
     _show_results(results, as_json)
 
 
@@ -178,7 +181,9 @@ def _show_results(results: list[dict[str, Any]], as_json: bool) -> None:
     console.print(table)
 
 
-def _generate_sweep(ctx: Any, base: Any, sweep: list[str], out: Path, force: bool, as_json: bool) -> None:
+def _generate_sweep(
+    ctx: Any, base: Any, sweep: list[str], out: Path, force: bool, as_json: bool, batch: int = 1
+) -> None:
     from face0cli.generation.context import check_free, render_all
     from face0cli.generation.generate import parse_sweep, save_png, sweep_requests
     from face0cli.generation.grids import make_grid
@@ -186,7 +191,7 @@ def _generate_sweep(ctx: Any, base: Any, sweep: list[str], out: Path, force: boo
     reqs, rows, cols, rl, cl = sweep_requests(base, parse_sweep(sweep))
     path = out if out.suffix.lower() == ".png" else out / "sweep.png"
     check_free([path], force)
-    results = render_all(ctx, reqs, [[] for _ in reqs], not as_json)
+    results = render_all(ctx, reqs, [[] for _ in reqs], not as_json, batch)
     title = f"{base.prompt} | face {base.face.label} | seed {base.seed}"
     grid = make_grid([r["image"] for r in results], rows, cols, row_labels=rl, col_labels=cl, title=title)
     save_png(grid, base.params(0) | {"model": ctx.model, "sweep": sweep}, path, **ctx.png_text())
@@ -205,6 +210,7 @@ def _run_jobs(
     dtype: str,
     store: Path | None,
     weights: Path | None,
+    batch: int = 1,
 ) -> int:
     """One JSON result per job line on stdout, each failure also as one line on stderr; 1 when any job failed."""
     import json
@@ -216,7 +222,7 @@ def _run_jobs(
     read_text_file(jobs)  # a missing or unreadable jobs file fails before the model loads
     ctx = ModelContext(model, device, dtype, store, weights)
     failed = 0
-    for record in run_jobs(ctx, jobs, out, force):
+    for record in run_jobs(ctx, jobs, out, force, batch):
         if not record["ok"]:
             failed += 1
             error(f"{jobs}:{record['line']}: {record['error']}")
@@ -231,6 +237,7 @@ def debias(
         typer.Option("--prompt", "-p", help="A prompt that names no one, e.g. 'a stock photo of a doctor'."),
     ],
     n: Annotated[int, typer.Option("--n", help="Images, each with a fresh face from the model's GMM.")] = 8,
+    batch: BatchOpt = 1,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
     w: WOpt = SAMPLE_DEFAULTS.w,
@@ -251,8 +258,9 @@ def debias(
     """Counter the model's bias: every image gets a fresh random face from the GMM (paper §3.1)."""
     from face0cli.config import SampleConfig
     from face0cli.errors import ParameterError
-    from face0cli.generation.generate import Face, Request, parse_size
+    from face0cli.generation.generate import Face, Request, check_batch, parse_size
 
+    check_batch(batch)
     height, width = parse_size(size)
     asked = steps if steps is not None else SAMPLE_DEFAULTS.steps  # checked now; the model's replace it later
     sample = SampleConfig(w, c, a, SAMPLE_DEFAULTS.variety, asked, scheduler.value, height, width)
@@ -267,7 +275,7 @@ def debias(
 
     ctx = ModelContext(model, device, dtype, None, None)
     base.sample = dataclasses.replace(base.sample, steps=ctx.steps(steps))
-    run = run_debias(ctx, base, n, out, force=force, show_progress=not as_json)
+    run = run_debias(ctx, base, n, out, force=force, show_progress=not as_json, batch=batch)
     if as_json:
         print_json(run.to_json())
         return

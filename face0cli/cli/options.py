@@ -57,6 +57,14 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (fp16/bf16 on GPUs).")]
 SeedOpt = Annotated[int, typer.Option("--seed", "-s", help="Seed of the first image; image i uses seed+i.")]
 CountOpt = Annotated[int, typer.Option("--n", help="Images to make.")]
+BatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--batch",
+        help="Images of one setting rendered together (1: one at a time). Faster; each image keeps its own seed "
+        "and differs from the unbatched one by float rounding only.",
+    ),
+]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="What to draw.")]
 
 # the sampler's options (paper §2.2); defaults from SampleConfig

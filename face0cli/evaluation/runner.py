@@ -18,7 +18,7 @@ from PIL import Image
 
 from face0cli import __version__
 from face0cli.config import CropConfig
-from face0cli.errors import BadInput, EmbedderMismatch, NoFaceFound, ParameterError
+from face0cli.errors import BadInput, EmbedderMismatch, NoFaceFound
 from face0cli.evaluation.judges import (
     Clip,
     Detector,
@@ -47,7 +47,7 @@ from face0cli.evaluation.spec import (
     local_or_id,
 )
 from face0cli.faces.images import file_sha256, load_image
-from face0cli.generation.generate import Face, Request, render_batch, save_png
+from face0cli.generation.generate import Face, Request, check_batch, render_batch, save_png
 
 if TYPE_CHECKING:
     from face0cli.faces.embedders import Embedder
@@ -201,8 +201,7 @@ def run_eval(
         EmbedderMismatch: a character or photo embedding does not fit a model. MissingWeights: CLIP or embedder
         weights are missing.
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ParameterError(f"--batch must be a whole number >= 1, got {batch!r}.")
+    check_batch(batch)
     spec = spec if isinstance(spec, EvalSpec) else load_spec(spec)
     if judges:
         spec = dataclasses.replace(spec, judges=tuple(JudgeSpec(check_judge_name(n)) for n in dict.fromkeys(judges)))
@@ -278,7 +277,7 @@ def run_eval(
             for group in groups:
                 bar.update(task, description=f"eval {group[0][1].setting.name}")
                 n = len(group)
-                advance = functools.partial(bar.advance, task, n)
+                advance = functools.partial(bar.advance, task, 1)  # once per image and step
                 done = _render_jobs([(j, w) for _, j, w in group], out, pipe, faces, journal, scorer, advance)
                 for (i, _, _), record in zip(group, done):
                     records[i] = record

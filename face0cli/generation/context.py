@@ -140,19 +140,37 @@ def check_free(paths: list[Path], force: bool) -> None:
 
 
 def render_all(
-    ctx: ModelContext, reqs: list[Any], paths: list[list[Path]], show_progress: bool = True
+    ctx: ModelContext, reqs: list[Any], paths: list[list[Path]], show_progress: bool = True, batch: int = 1
 ) -> list[dict[str, Any]]:
     """Render requests with one progress bar and save every image with its parameters (paths[i][j]: image j of
-    request i; an empty list keeps the images in memory only). Returns one result per image, with its PIL image."""
-    from face0cli.console import progress
-    from face0cli.generation.generate import render, save_png
+    request i; an empty list keeps the images in memory only). Returns one result per image, with its PIL image.
 
+    BATCH > 1 renders up to that many images in one pipeline call (generate.render_batch): consecutive images
+    of one request (image j at seed + j), or of consecutive requests with the same sampler settings and inputs.
+    Each keeps its own seeded generator, so it is the image of batch 1 up to float rounding (at most 1/255 in a
+    few pixels); its PNG says the batch size ("batch"). Variety noise or extra inputs render one at a time."""
+    from face0cli.console import progress
+    from face0cli.generation.generate import check_batch, render_batch, save_png
+
+    check_batch(batch)
+    # one single-image request per image, grouped into runs that one batched call can take
+    groups: list[list[tuple[Any, list[Path], int, Any]]] = []  # (request, its paths, image index, that image)
+    keys: list[tuple[Any, ...]] = []  # what the images of each group share
+    for req, req_paths in zip(reqs, paths):
+        key = (req.sample, req.negative, req.inputs)
+        for i in range(req.n):
+            if keys and keys[-1] == key and len(groups[-1]) < batch:
+                groups[-1].append((req, req_paths, i, req.replace(n=1, seed=req.seed + i)))
+            else:
+                groups.append([(req, req_paths, i, req.replace(n=1, seed=req.seed + i))])
+                keys.append(key)
     results: list[dict[str, Any]] = []
     total = sum(r.n * r.sample.steps for r in reqs)
     with progress() as bar:
         task = bar.add_task("generating", total=total, visible=show_progress)
-        for req, req_paths in zip(reqs, paths):
-            for i, image, info in render(ctx.pipe, req, on_step=lambda: bar.advance(task)):
+        for group in groups:
+            rendered = render_batch(ctx.pipe, [one for *_, one in group], on_step=lambda: bar.advance(task))
+            for (req, req_paths, i, _), (image, info) in zip(group, rendered):
                 params = req.params(i) | {"model": ctx.model}
                 path = save_png(image, params | info, req_paths[i], **ctx.png_text()) if req_paths else None
                 results.append(

@@ -29,10 +29,17 @@ class DebiasRun:
 
 
 def debias(
-    ctx: ModelContext, base: Request, n: int, out: Path, *, force: bool = False, show_progress: bool = True
+    ctx: ModelContext,
+    base: Request,
+    n: int,
+    out: Path,
+    *,
+    force: bool = False,
+    show_progress: bool = True,
+    batch: int = 1,
 ) -> DebiasRun:
     """Render N images of BASE's prompt, image i at seed base.seed + i with the GMM's face of that seed, into OUT:
-    debias-000.png..., grid.png (4 columns) and faces.safetensors.
+    debias-000.png..., grid.png (4 columns) and faces.safetensors. BATCH: images per pipeline call (render_all).
 
     Raises:
         ParameterError: n < 1. ModelError: the model has no GMM. BadInput: an output exists and not FORCE.
@@ -45,7 +52,7 @@ def debias(
     paths = [[out / f"debias-{i:03d}.png"] for i in range(n)]
     grid_path, faces_path = out / "grid.png", out / "faces.safetensors"
     check_free([p[0] for p in paths] + [grid_path, faces_path], force)
-    results = render_all(ctx, reqs, paths, show_progress)
+    results = render_all(ctx, reqs, paths, show_progress, batch)
     cols = min(n, 4)
     rows = -(-n // cols)
     images = [r["image"] for r in results]

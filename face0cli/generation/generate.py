@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -561,6 +562,19 @@ def _sampler_kwargs(req: Request, on_step: Callable[[], None] | None) -> dict[st
     }
 
 
+def _steps(on_step: Callable[[], None], images: int) -> None:
+    """One sampling step of a batch: on_step once per image."""
+    for _ in range(images):
+        on_step()
+
+
+def check_batch(batch: Any) -> int:
+    """BATCH (images rendered together) checked: a whole number >= 1, else ParameterError."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ParameterError(f"--batch must be a whole number >= 1, got {batch!r}.")
+    return batch
+
+
 def render_batch(
     pipe: Any, reqs: Sequence[Request], *, on_step: Callable[[], None] | None = None
 ) -> list[tuple[Image.Image, dict]]:
@@ -569,8 +583,9 @@ def render_batch(
     The requests must share the sampler settings, the negative prompt and the inputs, and ask for one image each
     (prompts, faces and seeds may differ). Each image has its own generator seeded with its request's seed, so it
     is the image render() gives for that request alone, up to float rounding in the batched UNet (at most 1/255
-    in a few pixels). A face without a vector, variety noise or extra inputs fall back to one call per request.
-    on_step is called once per sampling step of the batch.
+    in a few pixels); its info then says the batch size ("batch"). Variety noise, extra inputs, or faces mixed
+    with no face fall back to one call per request. on_step is called once per sampling step of each image,
+    batched or not (a batch of 4 calls it 4 times a step).
     """
     import torch
 
@@ -581,15 +596,16 @@ def render_batch(
     if not all(same):
         raise ParameterError("a batch takes one image per request, with the same sampler settings and inputs.")
     alone = len(reqs) == 1 or first.sample.variety or first.inputs != Inputs()
-    if alone or any(r.face.vector is None for r in reqs):
+    no_face = [r.face.vector is None for r in reqs]
+    if alone or (any(no_face) and not all(no_face)):
         return [(image, info) for req in reqs for _, image, info in render(pipe, req, on_step=on_step)]
     out = pipe(
         [r.prompt for r in reqs],
-        np.stack([np.asarray(r.face.vector, dtype=np.float32) for r in reqs]),
+        None if all(no_face) else np.stack([np.asarray(r.face.vector, dtype=np.float32) for r in reqs]),
         generator=[torch.Generator(device="cpu").manual_seed(r.seed) for r in reqs],
-        **_sampler_kwargs(first, on_step),
+        **_sampler_kwargs(first, None if on_step is None else functools.partial(_steps, on_step, len(reqs))),
     )
-    info = {"unet_calls_per_step": getattr(out, "unet_calls_per_step", None)}
+    info = {"unet_calls_per_step": getattr(out, "unet_calls_per_step", None), "batch": len(reqs)}
     return [(image, dict(info)) for image in out.images]
 
 

@@ -98,10 +98,11 @@ def job_request(ctx: ModelContext, job: dict[str, Any]) -> Request:
     return req
 
 
-def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False) -> Iterator[dict[str, Any]]:
+def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batch: int = 1) -> Iterator[dict[str, Any]]:
     """Run a JSONL batch; yield one record per job line: {"line", "ok": True, "images"} or {"line", "ok": False,
     "error"}. A bad line (invalid JSON, an unknown field, a field of the wrong type, a bad value) is its record's
-    error, and the other jobs still run. Blank lines and lines starting with # are skipped.
+    error, and the other jobs still run. Blank lines and lines starting with # are skipped. BATCH: up to that
+    many images of one job per pipeline call (render_all).
 
     Raises:
         BadInput: the jobs file itself cannot be read.
@@ -117,7 +118,7 @@ def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False) -> I
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", req.face.label)[:40] + f"-s{req.seed}"
             paths = output_paths(target, stem, req.n)
             check_free(paths, force)
-            results = render_all(ctx, [req], [paths], show_progress=False)
+            results = render_all(ctx, [req], [paths], show_progress=False, batch=batch)
             yield {"line": lineno, "ok": True, "images": [r["path"] for r in results]}
         except Face0Error as e:
             yield {"line": lineno, "ok": False, "error": str(e)}
