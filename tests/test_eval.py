@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -626,6 +627,53 @@ judges: [tiny]
     assert again.calls == 0 and res.reused == 16
     with pytest.raises(ParameterError, match="--batch"):
         tiny_run(spec, tmp_path / "x", again, batch=0)
+
+
+class StepsPipe(CountingPipe):
+    """A CountingPipe whose model records its own sampling steps (face0.json `steps`); keeps the steps asked."""
+
+    def __init__(self, pipe: Any, steps: int | None) -> None:
+        super().__init__(pipe)
+        self.face0_config = dataclasses.replace(pipe.face0_config, steps=steps)
+        self.asked: list[int] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append(kwargs["num_inference_steps"])
+        return super().__call__(*args, **kwargs)
+
+
+def test_settings_without_steps_sample_at_the_models_steps(
+    tmp_path: Path, tiny_pipe: Any, photo_dir: Path, registry: Any
+) -> None:
+    """As `face0 generate`: a setting that names no steps (and no settings at all) samples at the model's
+    face0.json steps, 50 for a model without them; steps given in a setting or a tag override are kept."""
+    spec = write_spec(
+        tmp_path,
+        f"""\
+clip: null
+identities:
+  ann: [{photo_dir}/astronaut.jpg, {photo_dir}/grace_hopper.jpg]
+prompts: [a photo of a person, {{text: a painting of a person, tag: artistic}}]
+seeds: 1
+settings: {{own: {{c: 1.0}}, given: {{steps: 3}}, tagged: {{artistic: {{steps: 1}}}}}}
+judges: [tiny]
+""",
+    )
+    pipe = StepsPipe(tiny_pipe, steps=2)
+    res = tiny_run(spec, tmp_path / "out", pipe)
+    assert pipe.asked == [2, 2, 3, 3, 2, 1]  # own, own, given, given, tagged photo, tagged artistic
+    assert [r["params"]["steps"] for r in res.images] == [2, 2, 3, 3, 2, 1]
+    spec_json = json.loads(Path(res.results_json).read_text())["spec"]
+    assert [s.get("steps_from_model", False) for s in spec_json["settings"]] == [True, False, True]
+    # a run of the same spec on a model measured at other steps is other images (their keys say the steps)
+    other = StepsPipe(tiny_pipe, steps=None)
+    res2 = tiny_run(spec, tmp_path / "out", other)
+    assert other.asked == [50, 50, 50] and res2.reused == 3  # `given`'s and the steps-1 artistic one reused
+    # no settings at all: the default setting follows the model too
+    bare = write_spec(tmp_path, spec.read_text().replace("settings: ", "# settings: "), name="bare.yaml")
+    pipe = StepsPipe(tiny_pipe, steps=2)
+    tiny_run(bare, tmp_path / "bare", pipe)
+    assert pipe.asked == [2, 2]
 
 
 def test_render_batch_is_render_per_request_up_to_rounding(tiny_pipe: Any) -> None:

@@ -256,6 +256,13 @@ def run_eval(
         task = bar.add_task("eval", total=sum(j.setting.sample.steps for j in jobs))
         for model_ref in dict.fromkeys(j.model for j in jobs):
             pipe = loader(model_ref)
+            # settings without steps sample at the model's own (face0.json `steps`), as `face0 generate` does
+            own = getattr(pipe.face0_config, "steps", None)
+            mine = [j for j in jobs if j.model == model_ref]
+            resolved = [dataclasses.replace(j, setting=j.setting.with_model_steps(own)) for j in mine]
+            extra = sum(r.setting.sample.steps - j.setting.sample.steps for j, r in zip(mine, resolved))
+            if extra:
+                bar.update(task, total=(bar.tasks[0].total or 0) + extra)
             embedder_id = str(pipe.face0_config.embedder_id)
             models[model_ref] = embedder_id
             for judge, entry in zip(judge_list, judge_info):
@@ -264,7 +271,7 @@ def run_eval(
                     warn(conditioning_warning(judge, embedder_id))
             faces = _FaceCache(pipe, embedders)
             groups: list[list[tuple[int, _Job, _Where]]] = []  # still to render: one setting, at most `batch`
-            for job in (job for job in jobs if job.model == model_ref):
+            for job in resolved:
                 record, how, where = _lookup(job, out, embedder_id, journal, scorer)
                 records.append(record if record is not None else {})  # {}: filled once rendered
                 if record is not None:

@@ -88,6 +88,8 @@ class SettingSpec:
         overrides: per prompt tag, parameters that replace these for that tag's prompts (e.g. a smaller c for
             artistic prompts, paper §3.4), as (tag, ((key, value), ...)) pairs.
         model: a model directory or hub id for this setting; None: the run's model.
+        steps_from_model: the spec gave no steps, so the run samples at the steps the model was measured at
+            (its face0.json `steps`, as `face0 generate` does) and at sample.steps (50) for a model without them.
     """
 
     name: str
@@ -95,12 +97,20 @@ class SettingSpec:
     negative: str = ""
     model: str | None = None
     overrides: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    steps_from_model: bool = False
 
     def for_tag(self, tag: str) -> SettingSpec:
         """These settings with the overrides of prompts tagged TAG applied (and no overrides left)."""
         changes = dict(dict(self.overrides).get(tag, ()))
         sample = {k: changes.pop(k) for k in list(changes) if k in SAMPLE_KEYS}
+        changes["steps_from_model"] = self.steps_from_model and "steps" not in sample
         return dataclasses.replace(self, overrides=(), sample=dataclasses.replace(self.sample, **sample), **changes)
+
+    def with_model_steps(self, steps: int | None) -> SettingSpec:
+        """These settings at a model's own sampling steps (face0.json `steps`) when they follow the model's."""
+        if not self.steps_from_model or not steps:
+            return self
+        return dataclasses.replace(self, sample=dataclasses.replace(self.sample, steps=int(steps)))
 
     def params(self) -> dict[str, Any]:
         """The sampler parameters, flat (w, c, a, variety, steps, scheduler, negative, height, width)."""
@@ -119,6 +129,8 @@ class SettingSpec:
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, **self.params(), "model": self.model}
+        if self.steps_from_model:
+            out["steps_from_model"] = True
         if self.overrides:
             out["overrides"] = {tag: dict(changes) for tag, changes in self.overrides}
         return out
@@ -148,7 +160,7 @@ class EvalSpec:
     identities: tuple[IdentitySpec, ...]
     prompts: tuple[PromptSpec, ...]
     seeds: tuple[int, ...]
-    settings: tuple[SettingSpec, ...] = (SettingSpec("default"),)
+    settings: tuple[SettingSpec, ...] = (SettingSpec("default", steps_from_model=True),)
     judges: tuple[JudgeSpec, ...] = (JudgeSpec("clip-face"),)
     clip: str | None = DEFAULT_CLIP
     model: str | None = None
@@ -435,7 +447,7 @@ def _parse_seeds(src: _Source, data: Any) -> tuple[int, ...]:
 def _parse_settings(src: _Source, base: Path, data: Any) -> tuple[SettingSpec, ...]:
     path: _Path = ("settings",)
     if data is None:
-        return (SettingSpec("default"),)
+        return (SettingSpec("default", steps_from_model=True),)
     if not isinstance(data, Mapping) or not data:
         raise src.error(path, "settings must map names to sampler settings (w, c, a, variety, steps, scheduler, ...)")
     out = []
@@ -461,7 +473,12 @@ def _parse_settings(src: _Source, base: Path, data: Any) -> tuple[SettingSpec, .
             sample_config = SampleConfig(**sample)
         except ParameterError as e:  # each field was checked alone; this is a combination SampleConfig refuses
             raise src.error(here, str(e).rstrip(".")) from None
-        out.append(SettingSpec(name=name, sample=sample_config, overrides=tuple(overrides), **fields))
+        from_model = "steps" not in sample
+        out.append(
+            SettingSpec(
+                name=name, sample=sample_config, overrides=tuple(overrides), steps_from_model=from_model, **fields
+            )
+        )
     return tuple(out)
 
 
