@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -150,14 +151,19 @@ def render_all(
     Each keeps its own seeded generator, so it is the image of batch 1 up to float rounding (at most 1/255 in a
     few pixels); its PNG says the batch size ("batch"). Variety noise or extra inputs render one at a time."""
     from face0cli.console import progress
-    from face0cli.generation.generate import check_batch, render_batch, save_png
+    from face0cli.generation.generate import Inputs, check_batch, render, render_batch, save_png
 
     check_batch(batch)
-    # one single-image request per image, grouped into runs that one batched call can take
+    # a request that cannot batch renders whole (its inputs read once); the others' images are grouped into runs
+    # of single-image requests that one batched call takes
     groups: list[list[tuple[Any, list[Path], int, Any]]] = []  # (request, its paths, image index, that image)
-    keys: list[tuple[Any, ...]] = []  # what the images of each group share
+    keys: list[Any] = []  # what the images of each group share; None: a whole request
     for req, req_paths in zip(reqs, paths):
-        key = (req.sample, req.negative, req.inputs)
+        if batch == 1 or req.sample.variety or req.inputs != Inputs():
+            groups.append([(req, req_paths, -1, req)])
+            keys.append(None)
+            continue
+        key = (req.sample, req.negative)
         for i in range(req.n):
             if keys and keys[-1] == key and len(groups[-1]) < batch:
                 groups[-1].append((req, req_paths, i, req.replace(n=1, seed=req.seed + i)))
@@ -168,9 +174,16 @@ def render_all(
     total = sum(r.n * r.sample.steps for r in reqs)
     with progress() as bar:
         task = bar.add_task("generating", total=total, visible=show_progress)
-        for group in groups:
-            rendered = render_batch(ctx.pipe, [one for *_, one in group], on_step=lambda: bar.advance(task))
-            for (req, req_paths, i, _), (image, info) in zip(group, rendered):
+        for group, key in zip(groups, keys):
+            step = functools.partial(bar.advance, task)  # once per image and step
+            if key is None:
+                ((req, req_paths, _, _),) = group
+                done = [
+                    ((req, req_paths, i, req), (image, info)) for i, image, info in render(ctx.pipe, req, on_step=step)
+                ]
+            else:
+                done = list(zip(group, render_batch(ctx.pipe, [one for *_, one in group], on_step=step)))
+            for (req, req_paths, i, _), (image, info) in done:
                 params = req.params(i) | {"model": ctx.model}
                 path = save_png(image, params | info, req_paths[i], **ctx.png_text()) if req_paths else None
                 results.append(
