@@ -3,9 +3,12 @@ seeds, in-process (generation.context.render_all, what the command calls), round
 machine's speed reaches both.
 
     python benchmarks/bench_batch.py [--model DIR] [--n 8] [--batch 4] [--rounds 3]
+    python benchmarks/bench_batch.py --jobs [--n 8] [--batch 4]    # N one-image jobs of `face0 generate --jobs`
 
-Prints seconds per image of each, their ratio (median over rounds) and the largest pixel difference between the
-two runs' images (float rounding in the batched UNet; 0 means bit for bit).
+With --jobs, the N images are N jobs of one line each (the four example characters in turn, each with its own
+prompt and seed, the model's steps) run through generation.jobs.run_jobs, what `face0 generate --jobs F --batch B`
+calls, so the batches cross jobs. Prints seconds per image of each, their ratio (median over rounds) and the
+largest pixel difference between the two runs' images (float rounding in the batched UNet; 0 means bit for bit).
 """
 
 from __future__ import annotations
@@ -28,30 +31,44 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8, help="images per run")
     ap.add_argument("--batch", type=int, default=4, help="the batched run's --batch")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of both runs")
+    ap.add_argument("--jobs", action="store_true", help="N one-image jobs of --jobs instead of one job of N images")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
 
     import dataclasses
 
+    from PIL import Image
+
     from face0cli.generation.context import ModelContext, render_all
     from face0cli.generation.generate import Request
+    from face0cli.generation.jobs import run_jobs
 
     with tempfile.TemporaryDirectory() as tmp:
         ctx = ModelContext(args.model, store=Path(tmp) / "library.h5")
         req = Request(prompt=args.prompt, face=ctx.face(args.face), n=args.n, model=ctx.model)
         req.sample = dataclasses.replace(req.sample, steps=ctx.steps())
         render_all(ctx, [req.replace(n=1)], [[]], show_progress=False)  # warm-up
+        jobs = _jobs_file(Path(tmp), args.n, _examples(ctx) or [args.face]) if args.jobs else None
         times: dict[int, list[float]] = {1: [], args.batch: []}
         images: dict[int, list[np.ndarray]] = {}
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
             for b in (1, args.batch):
                 t0 = time.perf_counter()
-                res = render_all(ctx, [req], [[]], show_progress=False, batch=b)
+                if jobs is None:
+                    res = render_all(ctx, [req], [[]], show_progress=False, batch=b)
+                    images[b] = [np.asarray(x["image"], np.int16) for x in res]
+                else:
+                    out = Path(tmp) / f"out-{r}-{b}"
+                    records = list(run_jobs(ctx, jobs, out, batch=b))
+                    if not all(x["ok"] for x in records):
+                        raise SystemExit(f"a job failed: {[x for x in records if not x['ok']][0]}")
+                    paths = [Path(p) for x in records for p in x["images"]]
+                    images[b] = [np.asarray(Image.open(p).convert("RGB"), np.int16) for p in paths]
                 times[b].append((time.perf_counter() - t0) / args.n)
-                images[b] = [np.asarray(r["image"], np.int16) for r in res]
     ratios = [a / b for a, b in zip(times[1], times[args.batch])]
     diff = max(int(np.abs(x - y).max()) for x, y in zip(images[1], images[args.batch]))
     out = {
+        "what": f"{args.n} one-image jobs" if args.jobs else f"one job of {args.n} images",
         "n": args.n,
         "batch": args.batch,
         "steps": req.sample.steps,
@@ -64,10 +81,41 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
     print(
-        f"{args.n} images at {out['steps']} steps: {out['seconds_per_image_batch_1']:.3f} s/image at --batch 1, "
+        f"{out['what']} at {out['steps']} steps: {out['seconds_per_image_batch_1']:.3f} s/image at --batch 1, "
         f"{out[f'seconds_per_image_batch_{args.batch}']:.3f} s/image at --batch {args.batch}: "
         f"{out['speedup']:.2f}x; largest pixel difference {diff}/255"
     )
+
+
+def _examples(ctx: object) -> list[str]:
+    """The model's example characters that resolve (the default model ships four of EXAMPLE_NAMES)."""
+    from face0cli.errors import Face0Error
+    from face0cli.synthetic.package import EXAMPLE_NAMES
+
+    names = []
+    for name in EXAMPLE_NAMES:
+        try:
+            ctx.face(name)  # type: ignore[attr-defined]
+            names.append(name)
+        except Face0Error:
+            pass
+    return names
+
+
+def _jobs_file(folder: Path, n: int, faces: list[str]) -> Path:
+    """N one-image jobs: FACES in turn, each job with its own shirt, background and seed."""
+    colours = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "grey")
+    lines = [
+        {
+            "face": faces[i % len(faces)],
+            "prompt": f"a photo of a person in a {colours[i % 8]} shirt on a {colours[(i + 3) % 8]} background",
+            "seed": i,
+        }
+        for i in range(n)
+    ]
+    path = folder / "jobs.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    return path
 
 
 if __name__ == "__main__":

@@ -171,6 +171,87 @@ def test_jobs_file_reports_bad_lines_and_runs_the_rest(tmp_path: Path) -> None:
     assert (tmp_path / "j1.png").exists() and len(lines[4]["images"]) == 2
 
 
+@pytest.mark.slow
+def test_jobs_batch_across_consecutive_jobs_of_one_setting(tmp_path: Path) -> None:
+    """--jobs with --batch 2: consecutive one-image jobs of one setting share a pipeline call; a bad line, another
+    setting, or a path that a job of the run writes starts a new run; the records, their order and every image are
+    those of --batch 1 (to float rounding), and each PNG says its batch."""
+    add_char("alice", dim=DIM, seed=1)
+    add_char("bob", dim=DIM, seed=2)
+
+    def jobs(name: str) -> Path:
+        d = tmp_path / name
+        lines = [
+            {"face": "alice", "prompt": "p1", "seed": 1, "out": str(d / "1.png")},
+            {"face": "bob", "prompt": "p2", "seed": 2, "out": str(d / "2.png")},
+            {"face": "alice", "prompt": "p3", "seed": 3, "out": str(d / "3.png")},
+            {"face": "ghost", "prompt": "p4"},  # a bad line: the run before it renders first
+            {"face": "bob", "prompt": "p5", "out": str(d / "5.png")},
+            {"face": "alice", "prompt": "p6", "w": 3.0, "out": str(d / "6.png")},  # another setting
+            {"face": "bob", "prompt": "p7", "w": 3.0, "out": str(d / "6.png")},  # job 6's path: exists, as one by one
+            {"face": "alice", "prompt": "p8", "w": 3.0, "out": str(d / "8.png")},
+            {"face": "bob", "prompt": "p9", "w": 3.0, "seed": 9, "out": str(d / "9.png")},
+        ]
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text("\n".join(json.dumps({**x, "steps": 3}) for x in lines))
+        return f
+
+    one = run("generate", "--jobs", jobs("one"), "--out", tmp_path / "o1")
+    two = run("generate", "--jobs", jobs("two"), "--out", tmp_path / "o2", "--batch", 2)
+    assert one.exit_code == two.exit_code == 1 and "Traceback" not in two.output
+    records = [json.loads(x) for x in two.stdout.splitlines()]
+    assert [(x["line"], x["ok"]) for x in records] == [
+        (x["line"], x["ok"]) for x in map(json.loads, one.stdout.splitlines())
+    ]
+    assert [x["line"] for x in records if not x["ok"]] == [4, 7]
+    assert "ghost" in records[3]["error"] and "exists already" in records[6]["error"]
+    batch = {}
+    for k in (1, 2, 3, 5, 6, 8, 9):
+        a, b = tmp_path / "one" / f"{k}.png", tmp_path / "two" / f"{k}.png"
+        assert np.abs(pixels(a) - pixels(b)).max() <= 2  # float rounding in the batched UNet
+        assert json.loads(Image.open(b).text["face0"])["prompt"] == f"p{k}"
+        batch[k] = json.loads(Image.open(b).text["face0"]).get("batch")
+    assert batch == {1: 2, 2: 2, 3: None, 5: None, 6: None, 8: 2, 9: 2}
+    assert np.abs(pixels(tmp_path / "two" / "1.png") - pixels(tmp_path / "two" / "2.png")).max() > 10
+
+
+def test_jobs_batched_call_that_fails_is_retried_job_by_job(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a call batched across jobs fails, its jobs render again one by one: the error is the failing job's
+    only, and the jobs beside it still write their images."""
+    from face0cli.errors import ModelError
+    from face0cli.generation import generate
+    from face0cli.generation.context import ModelContext
+    from face0cli.generation.jobs import run_jobs
+
+    real_batch, real_render = generate.render_batch, generate.render
+    calls: list[list[str]] = []
+
+    def render_batch(pipe, reqs, **kw):  # type: ignore[no-untyped-def]
+        calls.append([r.prompt for r in reqs])
+        if any(r.prompt == "bad" for r in reqs):
+            raise ModelError("the bad prompt broke the sampler.")
+        return real_batch(pipe, reqs, **kw)
+
+    def render(pipe, req, **kw):  # type: ignore[no-untyped-def]
+        calls.append([req.prompt])
+        if req.prompt == "bad":
+            raise ModelError("the bad prompt broke the sampler.")
+        return real_render(pipe, req, **kw)
+
+    monkeypatch.setattr(generate, "render_batch", render_batch)
+    monkeypatch.setattr(generate, "render", render)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps({"face": "random:1", "prompt": p, "steps": 2}) for p in ("a", "bad", "c")))
+    ctx = ModelContext(str(model_dir), store=tmp_path / "lib.h5")
+    records = list(run_jobs(ctx, jobs, tmp_path / "out", batch=3))
+    assert calls[0] == ["a", "bad", "c"] and all(len(c) == 1 for c in calls[1:])  # batched, then one by one
+    assert [(x["line"], x["ok"]) for x in records] == [(1, True), (2, False), (3, True)]
+    assert records[1]["error"] == "the bad prompt broke the sampler."
+    assert all(Path(x["images"][0]).is_file() for x in (records[0], records[2]))
+
+
 def test_jobs_field_of_the_wrong_type_is_its_lines_error(tmp_path: Path) -> None:
     jobs = tmp_path / "jobs.jsonl"
     lines = [

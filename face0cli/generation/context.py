@@ -140,6 +140,16 @@ def check_free(paths: list[Path], force: bool) -> None:
             raise BadInput(f"{p} exists already; use --force to replace it.")
 
 
+def batch_key(req: Any, batch: int) -> tuple[Any, str] | None:
+    """What images of REQ share with the others of one batched pipeline call (its sampler settings and negative
+    prompt), or None when it renders whole, one image at a time: BATCH 1, variety noise or extra inputs."""
+    from face0cli.generation.generate import Inputs
+
+    if batch == 1 or req.sample.variety or req.inputs != Inputs():
+        return None
+    return (req.sample, req.negative)
+
+
 def render_all(
     ctx: ModelContext, reqs: list[Any], paths: list[list[Path]], show_progress: bool = True, batch: int = 1
 ) -> list[dict[str, Any]]:
@@ -151,7 +161,7 @@ def render_all(
     Each keeps its own seeded generator, so it is the image of batch 1 up to float rounding (at most 1/255 in a
     few pixels); its PNG says the batch size ("batch"). Variety noise or extra inputs render one at a time."""
     from face0cli.console import progress
-    from face0cli.generation.generate import Inputs, check_batch, render, render_batch, save_png
+    from face0cli.generation.generate import check_batch, render, render_batch, save_png
 
     check_batch(batch)
     # a request that cannot batch renders whole (its inputs read once); the others' images are grouped into runs
@@ -159,11 +169,11 @@ def render_all(
     groups: list[list[tuple[Any, list[Path], int, Any]]] = []  # (request, its paths, image index, that image)
     keys: list[Any] = []  # what the images of each group share; None: a whole request
     for req, req_paths in zip(reqs, paths):
-        if batch == 1 or req.sample.variety or req.inputs != Inputs():
+        key = batch_key(req, batch)
+        if key is None:
             groups.append([(req, req_paths, -1, req)])
             keys.append(None)
             continue
-        key = (req.sample, req.negative)
         for i in range(req.n):
             if keys and keys[-1] == key and len(groups[-1]) < batch:
                 groups[-1].append((req, req_paths, i, req.replace(n=1, seed=req.seed + i)))

@@ -11,7 +11,7 @@ from typing import Any
 
 from face0cli.config import SampleConfig
 from face0cli.errors import BadInput, Face0Error
-from face0cli.generation.context import ModelContext, check_free, render_all
+from face0cli.generation.context import ModelContext, batch_key, check_free, render_all
 from face0cli.generation.generate import Inputs, Request, output_paths, parse_size, read_text_file
 
 # field -> the JSON types it takes (bool is refused where a number belongs)
@@ -99,15 +99,23 @@ def job_request(ctx: ModelContext, job: dict[str, Any]) -> Request:
 
 
 def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batch: int = 1) -> Iterator[dict[str, Any]]:
-    """Run a JSONL batch; yield one record per job line: {"line", "ok": True, "images"} or {"line", "ok": False,
-    "error"}. A bad line (invalid JSON, an unknown field, a field of the wrong type, a bad value) is its record's
-    error, and the other jobs still run. Blank lines and lines starting with # are skipped. BATCH: up to that
-    many images of one job per pipeline call (render_all).
+    """Run a JSONL batch; yield one record per job line, in line order: {"line", "ok": True, "images"} or
+    {"line", "ok": False, "error"}. A bad line (invalid JSON, an unknown field, a field of the wrong type, a bad
+    value) is its record's error, and the other jobs still run. Blank lines and lines starting with # are
+    skipped.
+
+    BATCH > 1: up to that many images per pipeline call (render_all), within a job and across consecutive jobs
+    with the same sampler settings and negative prompt (prompts, faces and seeds may differ), so a file of
+    one-image jobs batches too. A job still succeeds or fails alone: a bad line ends the run of jobs before it
+    (they render first, so records stay in line order), a job that would write where a job of the run writes
+    starts a new run (as if they ran one by one), and when a batched call fails, its jobs render again one by
+    one so that the error is the failing job's only.
 
     Raises:
         BadInput: the jobs file itself cannot be read.
     """
     lines = read_text_file(jobs).splitlines()
+    run: list[tuple[int, Request, list[Path]]] = []  # consecutive jobs waiting to render together
     for lineno, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -117,10 +125,48 @@ def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batc
             target = Path(job_out) if job_out else out / f"job-{lineno:04d}"
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", req.face.label)[:40] + f"-s{req.seed}"
             paths = output_paths(target, stem, req.n)
+            key = batch_key(req, batch)
+            if run and (key is None or key != batch_key(run[0][1], batch) or set(paths) & _paths(run)):
+                yield from _render_run(ctx, run, batch)
+                run = []
             check_free(paths, force)
-            results = render_all(ctx, [req], [paths], show_progress=False, batch=batch)
-            yield {"line": lineno, "ok": True, "images": [r["path"] for r in results]}
-        except Face0Error as e:
-            yield {"line": lineno, "ok": False, "error": str(e)}
-        except OSError as e:
-            yield {"line": lineno, "ok": False, "error": f"cannot write the images: {e.strerror or e}"}
+        except (Face0Error, OSError) as e:
+            yield from _render_run(ctx, run, batch)
+            run = []
+            yield _failed(lineno, e)
+            continue
+        run.append((lineno, req, paths))
+        if key is None or sum(r.n for _, r, _ in run) >= batch:
+            yield from _render_run(ctx, run, batch)
+            run = []
+    yield from _render_run(ctx, run, batch)
+
+
+def _failed(lineno: int, e: Exception) -> dict[str, Any]:
+    """The record of a job that failed: its Face0Error's sentence, or what could not be written."""
+    if isinstance(e, OSError):
+        return {"line": lineno, "ok": False, "error": f"cannot write the images: {e.strerror or e}"}
+    return {"line": lineno, "ok": False, "error": str(e)}
+
+
+def _paths(run: list[tuple[int, Request, list[Path]]]) -> set[Path]:
+    return {p for _, _, paths in run for p in paths}
+
+
+def _render_run(ctx: ModelContext, run: list[tuple[int, Request, list[Path]]], batch: int) -> Iterator[dict[str, Any]]:
+    """Render consecutive jobs in one render_all call (batched across them); one record per job, in order."""
+    if not run:
+        return
+    try:
+        results = render_all(ctx, [r for _, r, _ in run], [p for *_, p in run], show_progress=False, batch=batch)
+    except (Face0Error, OSError) as e:
+        if len(run) > 1:  # which job failed? each alone, so the others still succeed
+            for job in run:
+                yield from _render_run(ctx, [job], batch)
+            return
+        yield _failed(run[0][0], e)
+        return
+    k = 0
+    for lineno, req, _ in run:
+        yield {"line": lineno, "ok": True, "images": [r["path"] for r in results[k : k + req.n]]}
+        k += req.n
