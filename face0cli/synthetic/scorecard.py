@@ -45,6 +45,9 @@ from face0cli.synthetic.portraits import HAIR_OVERRIDE
 
 EVAL_SPEC = "heldout-eval.yaml"
 """The spec of the identification run that the scorecard writes beside scorecard.json (`face0 eval` reads it)."""
+EVAL_BATCH = 20
+"""Images per pipeline call of the identification run (`face0 eval --batch 20`), as Scorer.generate batches the
+other figures: each image keeps its own seed and is the unbatched one up to float rounding (at most 1/255)."""
 
 
 def _asks(shirt: str, background: str, template: str) -> tuple[str, dict[str, str]]:
@@ -193,7 +196,7 @@ class Scorer:
             "# The scorecard's identification run (face0 synth build, stage scorecard): the held-out identities of\n"
             "# the synthetic world, each conditioned on its reference portrait (photos[0]), judged by the model's\n"
             "# judge.\n"
-            f"#   face0 eval {path.name} --out DIR\n"
+            f"#   face0 eval {path.name} --out DIR --batch {EVAL_BATCH}\n"
         )
         path.write_text(head + yaml.safe_dump(spec, sort_keys=False, width=120), encoding="utf-8")
         return path
@@ -231,7 +234,9 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
 
     spec = sc.eval_spec(out / EVAL_SPEC, model_dir, seeds)
     # resume=False: the model folder keeps its path when a stage before is redone, so old images must not count
-    ev = run_eval(spec, out / "eval", pipe_loader=lambda _: sc.pipe, resume=False, show_progress=False)
+    ev = run_eval(
+        spec, out / "eval", pipe_loader=lambda _: sc.pipe, resume=False, show_progress=False, batch=EVAL_BATCH
+    )
     records = sorted(ev.images, key=lambda r: (r["identity"], r["prompt_index"], r["seed"]))
     rows = [(ids.index(int(r["identity"][2:])), r["prompt_index"], r["seed"]) for r in records]
     images = np.stack([np.asarray(Image.open(out / "eval" / r["path"]).convert("RGB")) for r in records])
