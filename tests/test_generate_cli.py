@@ -215,6 +215,32 @@ def test_jobs_batch_across_consecutive_jobs_of_one_setting(tmp_path: Path) -> No
     assert np.abs(pixels(tmp_path / "two" / "1.png") - pixels(tmp_path / "two" / "2.png")).max() > 10
 
 
+def test_jobs_from_standard_input(tmp_path: Path) -> None:
+    """--jobs - reads the jobs from standard input: the same records and images as from a file, batched alike; input
+    that is not UTF-8 is one line on stderr and a non-zero exit."""
+    add_char("alice", dim=DIM, seed=1)
+    lines = [
+        json.dumps({"face": "alice", "prompt": "p1", "steps": 2, "out": str(tmp_path / "in" / "1.png")}),
+        "{not json",
+        json.dumps({"face": "random:3", "prompt": "p3", "steps": 2, "out": str(tmp_path / "in" / "3.png")}),
+    ]
+    r = runner.invoke(
+        app, ["generate", "--jobs", "-", "--batch", "2", "--out", str(tmp_path / "o")], input="\n".join(lines)
+    )
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(x["line"], x["ok"]) for x in records] == [(1, True), (2, False), (3, True)]
+    assert r.stderr.strip().startswith("error: <stdin>:2: not valid JSON")
+    params = [json.loads(Image.open(tmp_path / "in" / f"{k}.png").text["face0"]) for k in (1, 3)]
+    assert [x["prompt"] for x in params] == ["p1", "p3"] and [x.get("batch") for x in params] == [None, None]
+    (tmp_path / "jobs.jsonl").write_text("\n".join(lines).replace("/in/", "/file/"))
+    assert run("generate", "--jobs", tmp_path / "jobs.jsonl", "--out", tmp_path / "o").exit_code == 1
+    assert np.abs(pixels(tmp_path / "in" / "3.png") - pixels(tmp_path / "file" / "3.png")).max() == 0
+    bad = runner.invoke(app, ["generate", "--jobs", "-", "--out", str(tmp_path / "o2")], input=b"\xff\xfe{}\n")
+    assert bad.exit_code != 0 and "Traceback" not in bad.output and bad.stdout == ""
+    assert bad.stderr.strip() == "error: standard input (--jobs -) is not UTF-8 text."
+
+
 def test_jobs_batched_call_that_fails_is_retried_job_by_job(
     tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

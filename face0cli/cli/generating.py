@@ -69,7 +69,11 @@ def generate(
         Path | None, typer.Option("--from-png", help="Reproduce an image from the parameters in its PNG.")
     ] = None,
     jobs: Annotated[
-        Path | None, typer.Option("--jobs", help="A JSONL file of jobs; one JSON result per line on stdout.")
+        Path | None,
+        typer.Option(
+            "--jobs",
+            help="A JSONL file of jobs (- reads standard input as it comes); one JSON result per line on stdout.",
+        ),
     ] = None,
     init: Annotated[
         Path | None, typer.Option("--init", help="Image-to-image: start from this image (its size by default).")
@@ -219,13 +223,14 @@ def _run_jobs(
     from face0cli.generation.generate import read_text_file
     from face0cli.generation.jobs import run_jobs
 
-    read_text_file(jobs)  # a missing or unreadable jobs file fails before the model loads
+    if str(jobs) != "-":
+        read_text_file(jobs)  # a missing or unreadable jobs file fails before the model loads
     ctx = ModelContext(model, device, dtype, store, weights)
     failed = 0
     for record in run_jobs(ctx, jobs, out, force, batch):
         if not record["ok"]:
             failed += 1
-            error(f"{jobs}:{record['line']}: {record['error']}")
+            error(f"{'<stdin>' if str(jobs) == '-' else jobs}:{record['line']}: {record['error']}")
         sys.stdout.write(json.dumps(record) + "\n")
         sys.stdout.flush()
     return 1 if failed else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,12 +112,22 @@ def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batc
     starts a new run (as if they ran one by one), and when a batched call fails, its jobs render again one by
     one so that the error is the failing job's only.
 
+    JOBS "-" reads standard input line by line as it comes, so results stream: at BATCH 1 each job's record is
+    written before the next line is read; at BATCH N a run waits for N images, another setting or the end of input.
+
     Raises:
-        BadInput: the jobs file itself cannot be read.
+        BadInput: the jobs file itself cannot be read (the jobs before a line that cannot be read still run).
     """
-    lines = read_text_file(jobs).splitlines()
     run: list[tuple[int, Request, list[Path]]] = []  # consecutive jobs waiting to render together
-    for lineno, line in enumerate(lines, start=1):
+    lines = enumerate(job_lines(jobs), start=1)
+    while True:
+        try:
+            lineno, line = next(lines)
+        except StopIteration:
+            break
+        except BadInput:
+            yield from _render_run(ctx, run, batch)
+            raise
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -140,6 +151,29 @@ def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batc
             yield from _render_run(ctx, run, batch)
             run = []
     yield from _render_run(ctx, run, batch)
+
+
+def job_lines(jobs: Path) -> Iterator[str]:
+    """The lines of a jobs file, or of standard input (UTF-8) when JOBS is "-", read as they come.
+
+    Raises:
+        BadInput: the file is missing, a folder or not UTF-8 text; standard input is not UTF-8 text.
+    """
+    if str(jobs) != "-":
+        yield from read_text_file(jobs).splitlines()
+        return
+    import io
+
+    raw = getattr(sys.stdin, "buffer", None)
+    wrapper = io.TextIOWrapper(raw, encoding="utf-8") if raw is not None else None
+    try:
+        for line in wrapper if wrapper is not None else sys.stdin:
+            yield line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise BadInput("standard input (--jobs -) is not UTF-8 text.") from e
+    finally:
+        if wrapper is not None:
+            wrapper.detach()  # leave sys.stdin open
 
 
 def _failed(lineno: int, e: Exception) -> dict[str, Any]:
