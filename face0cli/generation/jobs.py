@@ -116,7 +116,8 @@ def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batc
     written before the next line is read; at BATCH N a run waits for N images, another setting or the end of input.
 
     Raises:
-        BadInput: the jobs file itself cannot be read (the jobs before a line that cannot be read still run).
+        BadInput: the jobs file itself cannot be read (standard input that turns out not to be UTF-8: the jobs
+            already read still render first).
     """
     run: list[tuple[int, Request, list[Path]]] = []  # consecutive jobs waiting to render together
     lines = enumerate(job_lines(jobs), start=1)
