@@ -48,7 +48,9 @@ def main() -> None:
         req = Request(prompt=args.prompt, face=ctx.face(args.face), n=args.n, model=ctx.model)
         req.sample = dataclasses.replace(req.sample, steps=ctx.steps())
         render_all(ctx, [req.replace(n=1)], [[]], show_progress=False)  # warm-up
-        jobs = _jobs_file(Path(tmp), args.n, _examples(ctx) or [args.face]) if args.jobs else None
+        examples = ctx.examples()  # the model's example characters (the default model's four), else --face
+        faces = examples.names() if examples is not None else [args.face]
+        jobs = _jobs_file(Path(tmp), args.n, faces) if args.jobs else None
         times: dict[int, list[float]] = {1: [], args.batch: []}
         images: dict[int, list[np.ndarray]] = {}
         for r in range(args.rounds):
@@ -85,21 +87,6 @@ def main() -> None:
         f"{out[f'seconds_per_image_batch_{args.batch}']:.3f} s/image at --batch {args.batch}: "
         f"{out['speedup']:.2f}x; largest pixel difference {diff}/255"
     )
-
-
-def _examples(ctx: object) -> list[str]:
-    """The model's example characters that resolve (the default model ships four of EXAMPLE_NAMES)."""
-    from face0cli.errors import Face0Error
-    from face0cli.synthetic.package import EXAMPLE_NAMES
-
-    names = []
-    for name in EXAMPLE_NAMES:
-        try:
-            ctx.face(name)  # type: ignore[attr-defined]
-            names.append(name)
-        except Face0Error:
-            pass
-    return names
 
 
 def _jobs_file(folder: Path, n: int, faces: list[str]) -> Path:

@@ -226,11 +226,12 @@ def _run_jobs(
     if str(jobs) != "-":
         read_text_file(jobs)  # a missing or unreadable jobs file fails before the model loads
     ctx = ModelContext(model, device, dtype, store, weights)
+    source = "<stdin>" if str(jobs) == "-" else str(jobs)
     failed = 0
     for record in run_jobs(ctx, jobs, out, force, batch):
         if not record["ok"]:
             failed += 1
-            error(f"{'<stdin>' if str(jobs) == '-' else jobs}:{record['line']}: {record['error']}")
+            error(f"{source}:{record['line']}: {record['error']}")
         sys.stdout.write(json.dumps(record) + "\n")
         sys.stdout.flush()
     return 1 if failed else 0

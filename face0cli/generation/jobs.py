@@ -120,6 +120,7 @@ def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batc
             already read still render first).
     """
     run: list[tuple[int, Request, list[Path]]] = []  # consecutive jobs waiting to render together
+    run_key: Any = None  # what the run's jobs share (context.batch_key)
     lines = enumerate(job_lines(jobs), start=1)
     while True:
         try:
@@ -138,7 +139,7 @@ def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batc
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", req.face.label)[:40] + f"-s{req.seed}"
             paths = output_paths(target, stem, req.n)
             key = batch_key(req, batch)
-            if run and (key is None or key != batch_key(run[0][1], batch) or set(paths) & _paths(run)):
+            if run and (key is None or key != run_key or not _paths(run).isdisjoint(paths)):
                 yield from _render_run(ctx, run, batch)
                 run = []
             check_free(paths, force)
@@ -147,6 +148,8 @@ def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batc
             run = []
             yield _failed(lineno, e)
             continue
+        if not run:
+            run_key = key
         run.append((lineno, req, paths))
         if key is None or sum(r.n for _, r, _ in run) >= batch:
             yield from _render_run(ctx, run, batch)
