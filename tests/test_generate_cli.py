@@ -278,6 +278,42 @@ def test_jobs_batched_call_that_fails_is_retried_job_by_job(
     assert all(Path(x["images"][0]).is_file() for x in (records[0], records[2]))
 
 
+def test_jobs_batched_run_that_fails_late_keeps_the_jobs_it_finished(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of jobs takes several batched calls when its last job has more images than fit the first; when a
+    later call fails, the jobs that the earlier calls wrote stand (they do not render again, so they cannot fail
+    now), and the error is the unfinished job's."""
+    from face0cli.errors import ModelError
+    from face0cli.generation import generate
+    from face0cli.generation.context import ModelContext
+    from face0cli.generation.jobs import run_jobs
+
+    real_batch = generate.render_batch
+    calls: list[list[str]] = []
+
+    def render_batch(pipe, reqs, **kw):  # type: ignore[no-untyped-def]
+        calls.append([r.prompt for r in reqs])
+        if len(calls) > 1:  # the sampler breaks after the run's first call
+            raise ModelError("the sampler ran out of memory.")
+        return real_batch(pipe, reqs, **kw)
+
+    def render(pipe, req, **kw):  # type: ignore[no-untyped-def]
+        calls.append([req.prompt])
+        raise ModelError("the sampler ran out of memory.")
+
+    monkeypatch.setattr(generate, "render_batch", render_batch)
+    monkeypatch.setattr(generate, "render", render)
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [{"face": "random:1", "prompt": "a", "steps": 2}, {"face": "random:2", "prompt": "b", "n": 3, "steps": 2}]
+    jobs.write_text("\n".join(json.dumps(x) for x in lines))
+    ctx = ModelContext(str(model_dir), store=tmp_path / "lib.h5")
+    records = list(run_jobs(ctx, jobs, tmp_path / "out", batch=2))
+    assert calls == [["a", "b"], ["b", "b"]]  # one run: [a, b0], then [b1, b2] fails; job 1 is not drawn again
+    assert [(x["line"], x["ok"]) for x in records] == [(1, True), (2, False)]
+    assert Path(records[0]["images"][0]).is_file() and records[1]["error"] == "the sampler ran out of memory."
+
+
 def test_jobs_field_of_the_wrong_type_is_its_lines_error(tmp_path: Path) -> None:
     jobs = tmp_path / "jobs.jsonl"
     lines = [

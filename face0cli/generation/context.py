@@ -151,10 +151,17 @@ def batch_key(req: Any, batch: int) -> tuple[Any, str] | None:
 
 
 def render_all(
-    ctx: ModelContext, reqs: list[Any], paths: list[list[Path]], show_progress: bool = True, batch: int = 1
+    ctx: ModelContext,
+    reqs: list[Any],
+    paths: list[list[Path]],
+    show_progress: bool = True,
+    batch: int = 1,
+    sink: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Render requests with one progress bar and save every image with its parameters (paths[i][j]: image j of
-    request i; an empty list keeps the images in memory only). Returns one result per image, with its PIL image.
+    request i; an empty list keeps the images in memory only). Returns one result per image, with its PIL image,
+    in request order; each is appended to SINK (when given) as soon as its image is saved, so a caller whose
+    later call fails still knows which images were written.
 
     BATCH > 1 renders up to that many images in one pipeline call (generate.render_batch): consecutive images
     of one request (image j at seed + j), or of consecutive requests with the same sampler settings and inputs.
@@ -180,7 +187,7 @@ def render_all(
             else:
                 groups.append([(req, req_paths, i, req.replace(n=1, seed=req.seed + i))])
                 keys.append(key)
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = [] if sink is None else sink
     total = sum(r.n * r.sample.steps for r in reqs)
     with progress() as bar:
         task = bar.add_task("generating", total=total, visible=show_progress)

@@ -109,8 +109,9 @@ def run_jobs(ctx: ModelContext, jobs: Path, out: Path, force: bool = False, batc
     with the same sampler settings and negative prompt (prompts, faces and seeds may differ), so a file of
     one-image jobs batches too. A job still succeeds or fails alone: a bad line ends the run of jobs before it
     (they render first, so records stay in line order), a job that would write where a job of the run writes
-    starts a new run (as if they ran one by one), and when a batched call fails, its jobs render again one by
-    one so that the error is the failing job's only.
+    starts a new run (as if they ran one by one), and when a batched call fails, the jobs it left unfinished
+    render again one by one so that the error is the failing job's only (jobs whose images were all written
+    before it stand as they are).
 
     JOBS "-" reads standard input line by line as it comes, so results stream: at BATCH 1 each job's record is
     written before the next line is read; at BATCH N a run waits for N images, another setting or the end of input.
@@ -195,14 +196,23 @@ def _render_run(ctx: ModelContext, run: list[tuple[int, Request, list[Path]]], b
     """Render consecutive jobs in one render_all call (batched across them); one record per job, in order."""
     if not run:
         return
+    results: list[dict[str, Any]] = []  # the images saved so far, in job order
     try:
-        results = render_all(ctx, [r for _, r, _ in run], [p for *_, p in run], show_progress=False, batch=batch)
+        render_all(ctx, [r for _, r, _ in run], [p for *_, p in run], show_progress=False, batch=batch, sink=results)
     except (Face0Error, OSError) as e:
-        if len(run) > 1:  # which job failed? each alone, so the others still succeed
-            for job in run:
+        finished = k = 0
+        for lineno, req, _ in run:
+            if k + req.n > len(results):  # this job did not finish: it and the rest render again
+                break
+            yield {"line": lineno, "ok": True, "images": [r["path"] for r in results[k : k + req.n]]}
+            k += req.n
+            finished += 1
+        rest = run[finished:]
+        if len(rest) > 1:  # which job failed? each alone, so the others still succeed
+            for job in rest:
                 yield from _render_run(ctx, [job], batch)
-            return
-        yield _failed(run[0][0], e)
+        elif rest:
+            yield _failed(rest[0][0], e)
         return
     k = 0
     for lineno, req, _ in run:
