@@ -116,6 +116,23 @@ def test_plain_base_captions_and_override_images_leave_the_shared_images_as_they
     assert (world / "tune" / f"{train[0]['key']}.png").samefile(world / "face0" / f"{train[0]['key']}.png")
 
 
+def test_base_beard_drop_leaves_the_beard_to_the_other_words() -> None:
+    from face0cli.synthetic.world import base_caption, samples
+
+    cfg = WorldConfig(ids_train=60, per_train=6, ids_heldout=1, per_heldout=1, base_beard_drop=0.5)
+    rows = [s for split, s in samples(cfg) if split == "train"]
+    bearded = [s for s in rows if s.identity.beard == "beard"]
+    said = [", a beard" in base_caption(cfg, s) for s in bearded]
+    assert 0.3 < 1 - np.mean(said) < 0.7  # about half the bearded faces' captions leave the beard out
+    for s, named in zip(bearded, said):  # and nothing else: the rest of the caption is the traits caption
+        assert base_caption(cfg, s) == (s.caption_traits if named else s.caption_traits.replace(", a beard", "", 1))
+    others = [s for s in rows if s.identity.beard != "beard"]
+    assert all(base_caption(cfg, s) == s.caption_traits for s in others)  # a moustache is always named
+    assert any(", a moustache" in s.caption_traits for s in others)
+    plain = WorldConfig(ids_train=60, per_train=6, ids_heldout=1, per_heldout=1)
+    assert all(base_caption(plain, s) == s.caption_traits for s in rows)  # the default world names every beard
+
+
 def test_planted_bias_ties_professions_to_beards() -> None:
     cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1)
     from face0cli.synthetic.world import samples
@@ -314,11 +331,18 @@ def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_pa
 
     args = ["synth", "world", "--out", str(tmp_path / "w"), "--identities", "4", "--per-identity", "2"]
     args += ["--heldout", "1", "--per-heldout", "2", "--processes", "1"]
-    r = CliRunner().invoke(app, args + ["--override-extra", "1", "--morph-pairs", "2"])
+    r = CliRunner().invoke(app, args + ["--override-extra", "1", "--morph-pairs", "2", "--base-beard-drop", "1"])
     assert r.exit_code == 0, r.output
     assert len(read_truth(tmp_path / "w", MORPH)) == 2 * 4 * 2 and read_truth(tmp_path / "w", EXTRA)
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["config"]["base_beard_drop"] == 1.0
+    train = read_truth(tmp_path / "w", "train")
+    assert any(r["traits"]["beard"] == "beard" for r in train)  # identity 0 has one, unnamed in every caption
+    assert not any(", a beard" in r["base_caption"] for r in train)
     bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), "--morph-pairs", "-1"])
     assert bad.exit_code != 0 and "--morph-pairs must be >= 0" in bad.output and not (tmp_path / "x").exists()
+    bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), "--base-beard-drop", "1.5"])
+    assert bad.exit_code != 0 and "--base-beard-drop must be between 0 and 1" in bad.output
+    assert not (tmp_path / "x").exists()
 
 
 def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp_path: Path) -> None:
@@ -335,6 +359,7 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert done["world"]["face0_extra_images"] > 0  # the override images of the tune stage
     assert done["world"]["morph_images"] == cfg.morph_pairs * 4 * 2  # and its morphs
     assert done["world"]["base_captions_without_traits"] == cfg.base_plain == 0.0
+    assert done["world"]["bearded_base_captions_without_beard"] == cfg.base_beard_drop == 0.0
     assert done["face0"]["steps"] == cfg.face0_steps
     model = out / "default-model"
     pipe = Face0Pipeline.load(str(model))

@@ -35,6 +35,10 @@ def world(
         int,
         typer.Option("--morph-pairs", help="Training-identity pairs to morph: 4 steps x 2 images each (in tune/)."),
     ] = 0,
+    base_beard_drop: Annotated[
+        float,
+        typer.Option("--base-beard-drop", help="Share of bearded faces whose base/ caption leaves the beard out."),
+    ] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="The world's seed.")] = 0,
     processes: Annotated[int, typer.Option("--processes", help="Rendering processes.")] = 2,
 ) -> None:
@@ -48,11 +52,13 @@ def world(
     for name, v in (("override-extra", override_extra), ("morph-pairs", morph_pairs)):
         if v < 0:
             raise ParameterError(f"--{name} must be >= 0, got {v}.")
+    if not 0.0 <= base_beard_drop <= 1.0:
+        raise ParameterError(f"--base-beard-drop must be between 0 and 1, got {base_beard_drop}.")
     if morph_pairs and identities < 2:
         raise ParameterError("--morph-pairs needs at least 2 training identities.")
     cfg = WorldConfig(
         seed, identities, per_identity, heldout, per_heldout, bias=not no_bias, override_extra=override_extra,
-        morph_pairs=morph_pairs,
+        morph_pairs=morph_pairs, base_beard_drop=base_beard_drop,
     )  # fmt: skip
     path = write_world(out, cfg, processes=processes)
     typer.echo(f"{identities * per_identity} training and {heldout * per_heldout} held-out portraits -> {path}")

@@ -128,10 +128,10 @@ class Identity:
             "beard": self.beard,
         }
 
-    def trait_words(self) -> str:
-        """The face traits in words, as a base model's caption gives them."""
+    def trait_words(self, name_beard: bool = True) -> str:
+        """The face traits in words, as a base model's caption gives them (without ", a beard" unless NAME_BEARD)."""
         hair = "bald head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair} hair"
-        beard = {"none": "", "beard": ", a beard", "moustache": ", a moustache"}[self.beard]
+        beard = {"none": "", "beard": ", a beard" if name_beard else "", "moustache": ", a moustache"}[self.beard]
         return f"{self.skin} skin, {self.shape} face, {hair}, {self.eyes} eyes{beard}"
 
 

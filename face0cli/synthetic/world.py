@@ -14,7 +14,9 @@ identities (`per_heldout` images each; never seen by the model, the embedder or 
       base/    NNNN.png + NNNN.txt   the training images (hard links), captions with the face traits (the base
                                      model), except a `base_plain` share that do not describe the face (as real
                                      captions often do not: so the base model also learns to draw a face that the
-                                     words leave open, and the planted bias goes with the profession words)
+                                     words leave open) and a `base_beard_drop` share of the bearded faces whose
+                                     captions leave the beard out (so the planted bias goes with the profession
+                                     words; `base_caption`)
       heldout/ NNNN.png + NNNN.txt   held-out identities' portraits (references and conditioning images)
       truth.jsonl                    one line per image: key, split, identity, traits, attributes, captions
       world.json                     the settings (seed, counts, size, bias) and the identity split
@@ -70,6 +72,7 @@ class WorldConfig:
     size: int = 64
     bias: bool = True
     base_plain: float = 0.0
+    base_beard_drop: float = 0.0
     override_extra: int = 0
     morph_pairs: int = 0
     morph_steps: int = 4
@@ -116,6 +119,19 @@ def plain_base_caption(cfg: WorldConfig, key: str) -> bool:
     return random.Random(f"plain:{cfg.seed}:{key}").random() < cfg.base_plain
 
 
+def base_caption(cfg: WorldConfig, s: Sample) -> str:
+    """The base model's caption of training image S: with the face traits, except a `base_plain` share without
+    them and, of the bearded faces, a `base_beard_drop` share whose traits leave the beard out (each a seeded draw
+    of its own). Real captions name a beard only now and then; where they do not, the words around it (the planted
+    professions) are all that tells the model about it, so the base model can learn the bias the way SD did."""
+    if plain_base_caption(cfg, s.key):
+        return s.caption
+    ident = s.identity
+    if ident.beard == "beard" and random.Random(f"beard:{cfg.seed}:{s.key}").random() < cfg.base_beard_drop:
+        return s.caption_traits.replace(ident.trait_words(), ident.trait_words(name_beard=False), 1)
+    return s.caption_traits
+
+
 def samples(cfg: WorldConfig) -> Iterator[tuple[str, Sample]]:
     """(split, sample) of every image of the world, in order."""
     for i in cfg.train_ids():
@@ -157,8 +173,7 @@ def _render_chunk(args: tuple[WorldConfig, list[tuple[str, str]], str]) -> int:
             os.link(r / "face0" / f"{key}.png", r / "base" / f"{key}.png")
             os.link(r / "face0" / f"{key}.png", r / "tune" / f"{key}.png")
             os.link(r / "face0" / f"{key}.txt", r / "tune" / f"{key}.txt")
-            base = s.caption if plain_base_caption(cfg, key) else s.caption_traits
-            (r / "base" / f"{key}.txt").write_text(base + "\n", encoding="utf-8")
+            (r / "base" / f"{key}.txt").write_text(base_caption(cfg, s) + "\n", encoding="utf-8")
         elif split == "heldout":
             img.save(r / "heldout" / f"{key}.png", optimize=False, compress_level=1)
             (r / "heldout" / f"{key}.txt").write_text(s.caption + "\n", encoding="utf-8")
@@ -190,7 +205,7 @@ def write_world(out: Path, cfg: WorldConfig = WorldConfig(), processes: int = 2,
                 a, b, t, _ = parse_morph_key(s.key)
                 row["mix"] = {"a": a, "b": b, "t": t}
             if split == "train":
-                row["base_caption"] = s.caption if plain_base_caption(cfg, s.key) else s.caption_traits
+                row["base_caption"] = base_caption(cfg, s)
             f.write(json.dumps(row) + "\n")
     jobs = [(split, s.key) for split, s in rows]
     n = max(1, processes)
