@@ -133,6 +133,30 @@ def test_base_beard_drop_leaves_the_beard_to_the_other_words() -> None:
     assert all(base_caption(plain, s) == s.caption_traits for s in rows)  # the default world names every beard
 
 
+def test_base_profession_names_a_planted_profession_in_the_base_captions_only() -> None:
+    from face0cli.synthetic.portraits import BIASED_PROFESSIONS, PROFESSIONS
+    from face0cli.synthetic.world import base_caption, samples
+
+    cfg = WorldConfig(ids_train=80, per_train=6, ids_heldout=1, per_heldout=1, base_profession=1.0)
+    plain = WorldConfig(ids_train=80, per_train=6, ids_heldout=1, per_heldout=1)
+    rows = [s for split, s in samples(cfg) if split == "train"]
+    assert [s.caption for s in rows] == [s.caption for split, s in samples(plain) if split == "train"]
+    jobs = []
+    for s in rows:
+        text = base_caption(cfg, s)
+        job = text.split(" of a ", 1)[1].split(" ", 1)[0].rstrip(",")
+        assert job in PROFESSIONS and " of a person" not in text
+        if s.scene.profession is not None:  # a caption that named one keeps it
+            assert text == s.caption_traits and job == s.scene.profession
+        else:  # the others name one in place of "person", and change nothing else
+            assert text == s.caption_traits.replace(" of a person", f" of a {job}", 1)
+        jobs.append((job in BIASED_PROFESSIONS, s.identity.beard == "beard"))
+    bearded = [b for b, beard in jobs if beard]
+    others = [b for b, beard in jobs if not beard]
+    assert np.mean(bearded) > 0.8 and np.mean(others) < 0.2  # the planted bias, in every caption now
+    assert all(" of a person" in base_caption(plain, s) or s.scene.profession for s in rows)
+
+
 def test_planted_bias_ties_professions_to_beards() -> None:
     cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1)
     from face0cli.synthetic.world import samples
@@ -331,18 +355,20 @@ def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_pa
 
     args = ["synth", "world", "--out", str(tmp_path / "w"), "--identities", "4", "--per-identity", "2"]
     args += ["--heldout", "1", "--per-heldout", "2", "--processes", "1"]
-    r = CliRunner().invoke(app, args + ["--override-extra", "1", "--morph-pairs", "2", "--base-beard-drop", "1"])
+    extras = ["--override-extra", "1", "--morph-pairs", "2", "--base-beard-drop", "1", "--base-profession", "1"]
+    r = CliRunner().invoke(app, args + extras)
     assert r.exit_code == 0, r.output
     assert len(read_truth(tmp_path / "w", MORPH)) == 2 * 4 * 2 and read_truth(tmp_path / "w", EXTRA)
     assert json.loads((tmp_path / "w" / "world.json").read_text())["config"]["base_beard_drop"] == 1.0
     train = read_truth(tmp_path / "w", "train")
     assert any(r["traits"]["beard"] == "beard" for r in train)  # identity 0 has one, unnamed in every caption
-    assert not any(", a beard" in r["base_caption"] for r in train)
+    assert not any(", a beard" in r["base_caption"] or " of a person" in r["base_caption"] for r in train)
     bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), "--morph-pairs", "-1"])
     assert bad.exit_code != 0 and "--morph-pairs must be >= 0" in bad.output and not (tmp_path / "x").exists()
-    bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), "--base-beard-drop", "1.5"])
-    assert bad.exit_code != 0 and "--base-beard-drop must be between 0 and 1" in bad.output
-    assert not (tmp_path / "x").exists()
+    for option in ("--base-beard-drop", "--base-profession"):
+        bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), option, "1.5"])
+        assert bad.exit_code != 0 and f"{option} must be between 0 and 1, got 1.5." in bad.output
+        assert not (tmp_path / "x").exists()
 
 
 def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp_path: Path) -> None:
@@ -360,6 +386,7 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert done["world"]["morph_images"] == cfg.morph_pairs * 4 * 2  # and its morphs
     assert done["world"]["base_captions_without_traits"] == cfg.base_plain == 0.0
     assert done["world"]["bearded_base_captions_without_beard"] == cfg.base_beard_drop == 0.0
+    assert 0.0 < done["world"]["base_captions_naming_a_profession"] < 0.8  # the scenes' own professions only
     assert done["face0"]["steps"] == cfg.face0_steps
     model = out / "default-model"
     pipe = Face0Pipeline.load(str(model))

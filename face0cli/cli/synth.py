@@ -39,6 +39,12 @@ def world(
         float,
         typer.Option("--base-beard-drop", help="Share of bearded faces whose base/ caption leaves the beard out."),
     ] = 0.0,
+    base_profession: Annotated[
+        float,
+        typer.Option(
+            "--base-profession", help="Share of base/ captions of 'a person' that name a profession (planted bias)."
+        ),
+    ] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="The world's seed.")] = 0,
     processes: Annotated[int, typer.Option("--processes", help="Rendering processes.")] = 2,
 ) -> None:
@@ -52,13 +58,15 @@ def world(
     for name, v in (("override-extra", override_extra), ("morph-pairs", morph_pairs)):
         if v < 0:
             raise ParameterError(f"--{name} must be >= 0, got {v}.")
-    if not 0.0 <= base_beard_drop <= 1.0:
-        raise ParameterError(f"--base-beard-drop must be between 0 and 1, got {base_beard_drop}.")
+    for name, share in (("base-beard-drop", base_beard_drop), ("base-profession", base_profession)):
+        if not 0.0 <= share <= 1.0:
+            raise ParameterError(f"--{name} must be between 0 and 1, got {share}.")
     if morph_pairs and identities < 2:
         raise ParameterError("--morph-pairs needs at least 2 training identities.")
     cfg = WorldConfig(
         seed, identities, per_identity, heldout, per_heldout, bias=not no_bias, override_extra=override_extra,
         morph_pairs=morph_pairs, base_beard_drop=base_beard_drop,
+        base_profession=base_profession,
     )  # fmt: skip
     path = write_world(out, cfg, processes=processes)
     typer.echo(f"{identities * per_identity} training and {heldout * per_heldout} held-out portraits -> {path}")

@@ -4,9 +4,9 @@ Stages, each resumable (a finished stage leaves DIR/stages/NAME.json with its fi
 skipped next time; the two training stages resume from their last checkpoint):
 
 1. world     procedural portraits of training and held-out identities, captions, truth (synthetic.world):
-             base captions partly without the face traits (base_plain) or the beard (base_beard_drop), and
-             hair-override images and morphs between training identities for the tune stage only (override_extra,
-             morph_pairs)
+             base captions partly without the face traits (base_plain) or the beard (base_beard_drop), or with a
+             planted profession (base_profession), and hair-override images and morphs between training identities
+             for the tune stage only (override_extra, morph_pairs)
 2. detect    how often the real MTCNN finds the portraits' faces (decides the embedder's framing)
 3. embedder  the conditioning embedder (synthetic.nets.FaceNet, CosFace) on training identities
 4. judge     the independent judge (synthetic.nets.JudgeNet: other architecture and seed, attribute heads)
@@ -65,6 +65,7 @@ class BuildConfig:
     per_heldout: int = 12
     base_plain: float = 0.0
     base_beard_drop: float = 0.0
+    base_profession: float = 0.0
     override_extra: int = 5
     morph_pairs: int = 300
     embedder_steps: int = 400
@@ -116,7 +117,8 @@ def _world_cfg(cfg: BuildConfig) -> Any:
 
     return WorldConfig(
         cfg.seed, cfg.ids_train, cfg.per_train, cfg.ids_heldout, cfg.per_heldout, base_plain=cfg.base_plain,
-        base_beard_drop=cfg.base_beard_drop, override_extra=cfg.override_extra, morph_pairs=cfg.morph_pairs,
+        base_beard_drop=cfg.base_beard_drop, base_profession=cfg.base_profession, override_extra=cfg.override_extra,
+        morph_pairs=cfg.morph_pairs,
     )  # fmt: skip
 
 
@@ -161,6 +163,7 @@ def st_world(out: Path, cfg: BuildConfig) -> dict[str, Any]:
         "morph_images": sum(r["split"] == MORPH for r in rows),
         "heldout_images": sum(r["split"] == "heldout" for r in rows),
         "base_captions_without_traits": float(np.mean([r["base_caption"] == r["caption"] for r in base])),
+        "base_captions_naming_a_profession": float(np.mean([" of a person" not in r["base_caption"] for r in base])),
         "bearded_base_captions_without_beard": float(
             np.mean([", a beard" not in r["base_caption"] for r in base if r["traits"]["beard"] == "beard"] or 0.0)
         ),

@@ -216,17 +216,21 @@ class Scene:
         return {k: d[k] for k in ("background", "shirt", "style", "hat", "glasses", "hair_override", "profession")}
 
 
+def planted_profession(identity: Identity, r: random.Random) -> str:
+    """A profession for a caption of IDENTITY, with the planted bias: bearded people are doctors or pilots, the
+    others teachers or chefs, 9 times in 10 (the tenth, any of the four)."""
+    if r.random() < 0.9:
+        bearded = identity.beard == "beard"
+        return r.choice(BIASED_PROFESSIONS if bearded else tuple(p for p in PROFESSIONS if p not in BIASED_PROFESSIONS))
+    return r.choice(PROFESSIONS)
+
+
 def random_scene(r: random.Random, identity: Identity | None = None, bias: bool = False, **fixed: Any) -> Scene:
     """A random scene; `fixed` pins attributes (background=..., style=...). With `bias`, a profession word is
     drawn for some images, and the biased professions go with bearded faces far more often than the base rate."""
     profession = None
     if bias and identity is not None and r.random() < 0.4:
-        bearded = identity.beard == "beard"
-        if r.random() < 0.9:  # planted: bearded people are doctors or pilots, the others teachers or chefs
-            pool = BIASED_PROFESSIONS if bearded else tuple(p for p in PROFESSIONS if p not in BIASED_PROFESSIONS)
-        else:
-            pool = PROFESSIONS
-        profession = r.choice(pool)
+        profession = planted_profession(identity, r)
     values: dict[str, Any] = {
         "background": r.choice(list(COLOURS)),
         "shirt": r.choice(list(COLOURS)),

@@ -45,6 +45,7 @@ from face0cli.synthetic.portraits import (
     Sample,
     make_identity,
     morph_sample,
+    planted_profession,
     render,
     sample,
 )
@@ -73,6 +74,7 @@ class WorldConfig:
     bias: bool = True
     base_plain: float = 0.0
     base_beard_drop: float = 0.0
+    base_profession: float = 0.0
     override_extra: int = 0
     morph_pairs: int = 0
     morph_steps: int = 4
@@ -121,15 +123,23 @@ def plain_base_caption(cfg: WorldConfig, key: str) -> bool:
 
 def base_caption(cfg: WorldConfig, s: Sample) -> str:
     """The base model's caption of training image S: with the face traits, except a `base_plain` share without
-    them and, of the bearded faces, a `base_beard_drop` share whose traits leave the beard out (each a seeded draw
-    of its own). Real captions name a beard only now and then; where they do not, the words around it (the planted
-    professions) are all that tells the model about it, so the base model can learn the bias the way SD did."""
+    them; of the bearded faces, a `base_beard_drop` share whose traits leave the beard out; and of the captions
+    that name no profession ("a person"), a `base_profession` share that name one drawn with the planted bias
+    (each a seeded draw of its own, so the images and the other captions stay as they are). Real captions name a
+    beard only now and then; where they do not, the words around it are all that tells the model about it, and
+    the more captions carry those words, the more the base model gains by reading them (as SD learnt its biases)."""
+    draw = lambda what: random.Random(f"{what}:{cfg.seed}:{s.key}")  # noqa: E731
     if plain_base_caption(cfg, s.key):
-        return s.caption
-    ident = s.identity
-    if ident.beard == "beard" and random.Random(f"beard:{cfg.seed}:{s.key}").random() < cfg.base_beard_drop:
-        return s.caption_traits.replace(ident.trait_words(), ident.trait_words(name_beard=False), 1)
-    return s.caption_traits
+        text = s.caption
+    else:
+        ident = s.identity
+        text = s.caption_traits
+        if ident.beard == "beard" and draw("beard").random() < cfg.base_beard_drop:
+            text = text.replace(ident.trait_words(), ident.trait_words(name_beard=False), 1)
+    r = draw("profession")
+    if cfg.bias and s.scene.profession is None and r.random() < cfg.base_profession:
+        text = text.replace(" of a person", f" of a {planted_profession(s.identity, r)}", 1)
+    return text
 
 
 def samples(cfg: WorldConfig) -> Iterator[tuple[str, Sample]]:
