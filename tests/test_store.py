@@ -499,11 +499,14 @@ from pathlib import Path
 import numpy as np
 from face0cli.library.store import Character, FaceStore
 path, tag, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+started = Path(sys.argv[5]) if len(sys.argv) > 5 else None  # created once the first character is written
 while not go.exists():
     time.sleep(0.005)
 lib = FaceStore(path)
 for i in range(n):
     lib.add(Character.new(f"{tag}-{i}", np.full(64, i, np.float32), "e", "photo", {"writer": tag, "i": i}))
+    if started is not None and i == 0:
+        started.touch()
 """
 
 
@@ -603,14 +606,17 @@ def test_sigkill_at_random_moments_leaves_a_consistent_prefix(lib: FaceStore, tm
     rng = np.random.default_rng(0)
     done = 0
     for round_ in range(4):
-        tag = f"r{round_}"
+        tag, started = f"r{round_}", tmp_path / f"started-{round_}"
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(lib.path), tag, "1000000", str(go)],
+            [sys.executable, "-c", WRITER, str(lib.path), tag, "1000000", str(go), str(started)],
             env=child_env(),
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(0.6 + float(rng.uniform(0, 0.6)))
+        deadline = time.monotonic() + 120  # however slow the machine is at importing, it is killed while writing
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0, 0.6)))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL, proc.communicate()[1]  # killed while still writing
