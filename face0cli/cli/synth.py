@@ -65,8 +65,7 @@ def world(
         raise ParameterError("--morph-pairs needs at least 2 training identities.")
     cfg = WorldConfig(
         seed, identities, per_identity, heldout, per_heldout, bias=not no_bias, override_extra=override_extra,
-        morph_pairs=morph_pairs, base_beard_drop=base_beard_drop,
-        base_profession=base_profession,
+        morph_pairs=morph_pairs, base_beard_drop=base_beard_drop, base_profession=base_profession,
     )  # fmt: skip
     path = write_world(out, cfg, processes=processes)
     typer.echo(f"{identities * per_identity} training and {heldout * per_heldout} held-out portraits -> {path}")

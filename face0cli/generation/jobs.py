@@ -197,24 +197,20 @@ def _render_run(ctx: ModelContext, run: list[tuple[int, Request, list[Path]]], b
     if not run:
         return
     results: list[dict[str, Any]] = []  # the images saved so far, in job order
+    failure: Exception | None = None
     try:
         render_all(ctx, [r for _, r, _ in run], [p for *_, p in run], show_progress=False, batch=batch, sink=results)
     except (Face0Error, OSError) as e:
-        finished = k = 0
-        for lineno, req, _ in run:
-            if k + req.n > len(results):  # this job did not finish: it and the rest render again
-                break
-            yield {"line": lineno, "ok": True, "images": [r["path"] for r in results[k : k + req.n]]}
-            k += req.n
-            finished += 1
-        rest = run[finished:]
-        if len(rest) > 1:  # which job failed? each alone, so the others still succeed
-            for job in rest:
-                yield from _render_run(ctx, [job], batch)
-        elif rest:
-            yield _failed(rest[0][0], e)
-        return
+        failure = e
     k = 0
-    for lineno, req, _ in run:
+    for i, (lineno, req, _) in enumerate(run):
+        if failure is not None and k + req.n > len(results):  # unfinished when the call failed: it and the rest
+            rest = run[i:]
+            if len(rest) > 1:  # which job failed? each alone, so the others still succeed
+                for job in rest:
+                    yield from _render_run(ctx, [job], batch)
+            else:
+                yield _failed(lineno, failure)
+            return
         yield {"line": lineno, "ok": True, "images": [r["path"] for r in results[k : k + req.n]]}
         k += req.n

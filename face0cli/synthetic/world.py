@@ -14,9 +14,9 @@ identities (`per_heldout` images each; never seen by the model, the embedder or 
       base/    NNNN.png + NNNN.txt   the training images (hard links), captions with the face traits (the base
                                      model), except a `base_plain` share that do not describe the face (as real
                                      captions often do not: so the base model also learns to draw a face that the
-                                     words leave open) and a `base_beard_drop` share of the bearded faces whose
-                                     captions leave the beard out (so the planted bias goes with the profession
-                                     words; `base_caption`)
+                                     words leave open), a `base_beard_drop` share of the bearded faces whose
+                                     captions leave the beard out, and a `base_profession` share of the captions of
+                                     "a person" that name a planted profession instead (`base_caption`)
       heldout/ NNNN.png + NNNN.txt   held-out identities' portraits (references and conditioning images)
       truth.jsonl                    one line per image: key, split, identity, traits, attributes, captions
       world.json                     the settings (seed, counts, size, bias) and the identity split
