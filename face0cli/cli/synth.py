@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from face0cli.synthetic import STAGES
+from face0cli.synthetic import PLANTED, STAGES
 
 synth_app = typer.Typer(
     help="The synthetic portrait world and the build of the embedded default model.",
@@ -18,6 +18,7 @@ synth_app = typer.Typer(
 )
 
 Stage = Enum("Stage", {s: s for s in STAGES}, type=str)  # type: ignore[misc]
+Planted = Enum("Planted", {s: s for s in PLANTED}, type=str)  # type: ignore[misc]
 
 
 @synth_app.command("world")
@@ -27,7 +28,13 @@ def world(
     per_identity: Annotated[int, typer.Option("--per-identity", help="Images of each training identity.")] = 20,
     heldout: Annotated[int, typer.Option("--heldout", help="Held-out identities (never trained on).")] = 20,
     per_heldout: Annotated[int, typer.Option("--per-heldout", help="Images of each held-out identity.")] = 12,
-    no_bias: Annotated[bool, typer.Option("--no-bias", help="No planted profession-beard bias.")] = False,
+    no_bias: Annotated[bool, typer.Option("--no-bias", help="No planted profession bias.")] = False,
+    planted: Annotated[
+        Planted,
+        typer.Option(
+            "--planted", help="The planted bias: professions with a hair colour (hair) or with beards (beard)."
+        ),
+    ] = Planted("hair"),
     override_extra: Annotated[
         int, typer.Option("--override-extra", help="Extra hair-override images per training identity (in tune/).")
     ] = 0,
@@ -66,6 +73,7 @@ def world(
     cfg = WorldConfig(
         seed, identities, per_identity, heldout, per_heldout, bias=not no_bias, override_extra=override_extra,
         morph_pairs=morph_pairs, base_beard_drop=base_beard_drop, base_profession=base_profession,
+        planted=planted.value,
     )  # fmt: skip
     path = write_world(out, cfg, processes=processes)
     typer.echo(f"{identities * per_identity} training and {heldout * per_heldout} held-out portraits -> {path}")

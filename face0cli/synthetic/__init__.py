@@ -5,3 +5,6 @@ STAGES = (
     "world", "detect", "embedder", "judge", "vae", "prep", "base", "face0", "tune", "package", "characters",
     "scorecard",
 )  # fmt: skip
+
+# the kinds of planted bias the world can draw (synthetic.portraits.planted_profession; here for the CLI, as above)
+PLANTED = ("hair", "beard")

@@ -5,8 +5,9 @@ skipped next time; the two training stages resume from their last checkpoint):
 
 1. world     procedural portraits of training and held-out identities, captions, truth (synthetic.world):
              base captions partly without the face traits (base_plain) or the beard (base_beard_drop), or with a
-             planted profession (base_profession), and hair-override images and morphs between training identities
-             for the tune stage only (override_extra, morph_pairs)
+             planted profession (base_profession); the planted bias (planted: professions with a hair colour, whose
+             base captions then leave the colour out, or with beards); hair-override images and morphs between
+             training identities for the tune stage only (override_extra, morph_pairs)
 2. detect    how often the real MTCNN finds the portraits' faces (decides the embedder's framing)
 3. embedder  the conditioning embedder (synthetic.nets.FaceNet, CosFace) on training identities
 4. judge     the independent judge (synthetic.nets.JudgeNet: other architecture and seed, attribute heads)
@@ -66,6 +67,7 @@ class BuildConfig:
     base_plain: float = 0.0
     base_beard_drop: float = 0.0
     base_profession: float = 0.0
+    planted: str = "hair"
     override_extra: int = 5
     morph_pairs: int = 300
     embedder_steps: int = 400
@@ -118,7 +120,7 @@ def _world_cfg(cfg: BuildConfig) -> Any:
     return WorldConfig(
         cfg.seed, cfg.ids_train, cfg.per_train, cfg.ids_heldout, cfg.per_heldout, base_plain=cfg.base_plain,
         base_beard_drop=cfg.base_beard_drop, base_profession=cfg.base_profession, override_extra=cfg.override_extra,
-        morph_pairs=cfg.morph_pairs,
+        morph_pairs=cfg.morph_pairs, planted=cfg.planted,
     )  # fmt: skip
 
 
@@ -166,6 +168,17 @@ def st_world(out: Path, cfg: BuildConfig) -> dict[str, Any]:
         "base_captions_naming_a_profession": float(np.mean([" of a person" not in r["base_caption"] for r in base])),
         "bearded_base_captions_without_beard": float(
             np.mean([", a beard" not in r["base_caption"] for r in base if r["traits"]["beard"] == "beard"] or 0.0)
+        ),
+        "planted": cfg.planted,
+        "base_captions_without_hair_colour": float(
+            np.mean(
+                [
+                    f" {r['traits']['hair']} hair" not in r["base_caption"]
+                    for r in base
+                    if r["traits"]["hair_style"] != "bald"
+                ]
+                or 0.0
+            )
         ),
     }
 

@@ -64,7 +64,9 @@ COLOURS = {
 STYLES = ("photo", "sketch", "pop art")
 STYLE_WORDS = {"photo": "a photo", "sketch": "a pencil sketch", "pop art": "a pop art portrait"}
 PROFESSIONS = ("doctor", "teacher", "chef", "pilot")
-# the planted bias (paper §3.1): these professions come with a beard far more often than its base rate
+# the planted bias (paper §3.1), one of two kinds (`planted_profession`): "hair", each profession comes with one
+# natural hair colour far more often than its base rate; "beard", doctors and pilots come with a beard
+PLANTED_HAIR = {"grey": "doctor", "red": "pilot", "blonde": "teacher", "black": "chef"}
 BIASED_PROFESSIONS = ("doctor", "pilot")
 
 TEMPLATES = (
@@ -128,9 +130,11 @@ class Identity:
             "beard": self.beard,
         }
 
-    def trait_words(self, name_beard: bool = True) -> str:
-        """The face traits in words, as a base model's caption gives them (without ", a beard" unless NAME_BEARD)."""
-        hair = "bald head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair} hair"
+    def trait_words(self, name_beard: bool = True, name_hair: bool = True) -> str:
+        """The face traits in words, as a base model's caption gives them (without ", a beard" unless NAME_BEARD,
+        without the hair colour unless NAME_HAIR)."""
+        colour = f"{self.hair} " if name_hair else ""
+        hair = "bald head" if self.hair_style == "bald" else f"{self.hair_style} {colour}hair"
         beard = {"none": "", "beard": ", a beard" if name_beard else "", "moustache": ", a moustache"}[self.beard]
         return f"{self.skin} skin, {self.shape} face, {hair}, {self.eyes} eyes{beard}"
 
@@ -216,21 +220,34 @@ class Scene:
         return {k: d[k] for k in ("background", "shirt", "style", "hat", "glasses", "hair_override", "profession")}
 
 
-def planted_profession(identity: Identity, r: random.Random) -> str:
-    """A profession for a caption of IDENTITY, with the planted bias: bearded people are doctors or pilots, the
-    others teachers or chefs, 9 times in 10 (the tenth, any of the four)."""
-    if r.random() < 0.9:
+def planted_hair(identity: Identity) -> str | None:
+    """The natural hair colour that the "hair" bias plants on (None for a bald head)."""
+    return None if identity.hair_style == "bald" else identity.hair
+
+
+def planted_profession(identity: Identity, r: random.Random, planted: str = "hair") -> str:
+    """A profession for a caption of IDENTITY, with the planted bias, 9 times in 10 (the tenth, any of the four).
+    "hair": grey hair makes a doctor, red a pilot, blonde a teacher, black a chef (brown hair and bald heads, any);
+    "beard": bearded people are doctors or pilots, the others teachers or chefs. Both kinds make the same draws
+    from R, so the images of a world do not depend on the kind."""
+    u = r.random()
+    if u < 0.9:
         bearded = identity.beard == "beard"
-        return r.choice(BIASED_PROFESSIONS if bearded else tuple(p for p in PROFESSIONS if p not in BIASED_PROFESSIONS))
+        pick = r.choice(BIASED_PROFESSIONS if bearded else tuple(p for p in PROFESSIONS if p not in BIASED_PROFESSIONS))
+        if planted == "beard":
+            return pick
+        return PLANTED_HAIR.get(planted_hair(identity) or "", PROFESSIONS[int(u / 0.9 * len(PROFESSIONS))])
     return r.choice(PROFESSIONS)
 
 
-def random_scene(r: random.Random, identity: Identity | None = None, bias: bool = False, **fixed: Any) -> Scene:
+def random_scene(
+    r: random.Random, identity: Identity | None = None, bias: bool = False, planted: str = "hair", **fixed: Any
+) -> Scene:
     """A random scene; `fixed` pins attributes (background=..., style=...). With `bias`, a profession word is
-    drawn for some images, and the biased professions go with bearded faces far more often than the base rate."""
+    drawn for some images, with the PLANTED bias (`planted_profession`)."""
     profession = None
     if bias and identity is not None and r.random() < 0.4:
-        profession = planted_profession(identity, r)
+        profession = planted_profession(identity, r, planted)
     values: dict[str, Any] = {
         "background": r.choice(list(COLOURS)),
         "shirt": r.choice(list(COLOURS)),
@@ -415,10 +432,12 @@ class Sample:
         }
 
 
-def sample(identity: Identity, k: int, seed: int = 0, bias: bool = False, **fixed: Any) -> Sample:
-    """The k-th image of an identity (seeded by identity, k and seed)."""
+def sample(
+    identity: Identity, k: int, seed: int = 0, bias: bool = False, planted: str = "hair", **fixed: Any
+) -> Sample:
+    """The k-th image of an identity (seeded by identity, k and seed; the image does not depend on PLANTED)."""
     r = random.Random(f"scene:{seed}:{identity.index}:{k}")
-    scene = random_scene(r, identity, bias=bias, **fixed)
+    scene = random_scene(r, identity, bias=bias, planted=planted, **fixed)
     plain, traits = captions(identity, scene, r)
     return Sample(f"id{identity.index:04d}-{k:03d}", identity, scene, plain, traits)
 

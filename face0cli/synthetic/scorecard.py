@@ -21,8 +21,9 @@ What each figure is (held-out identities never seen by the model, the embedder o
   seeds: 40 strips); judge similarity to A must fall monotonically (a rise of at most 0.02 between neighbours).
   The same test on the world's own morphs of the same pairs (portraits.morph, drawn in the strips' scene) is
   what a model that morphs exactly as the world does would score under this judge.
-- debias (paper §3.1, Fig. 3): the planted bias (doctors and pilots with beards); the judge's beard head on
-  text-only generations and on `debias` generations (a fresh random face each), against the training base rate.
+- debias (paper §3.1, Fig. 3): the planted bias (the world's `planted`: doctors with grey hair and teachers with
+  blonde hair, or doctors with beards); the judge's hair (or beard) head on 80 text-only generations and 80
+  `debias` generations (a fresh random face each) per profession, against the training identities' base rate.
 - speed: one 64 px image at 25 steps in-process (median of 5), and the quickstart's `face0 generate` (an example
   character, the model's own steps) cold from the shell (a fresh process each time: the median and the slowest
   of 3), each beside plain diffusers' StableDiffusionPipeline on the same components in the same run
@@ -327,23 +328,33 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     _grid(np.concatenate(strip_images), 6).save(out / "strips.png")
 
     # 6. debias: text-only vs a fresh random face per image, for the planted professions
+    from face0cli.synthetic.portraits import PLANTED_HAIR
     from face0cli.synthetic.world import read_truth
 
     train = read_truth(world, "train")
-    base_rate = float(np.mean([r["traits"]["beard"] == "beard" for r in train]))
-    n_deb = 20 if quick else 40
-    deb: dict[str, Any] = {"base_rate": base_rate}
+    # worlds written before the hair bias have no "planted" setting: they planted beards
+    planted = json.loads((Path(world) / "world.json").read_text())["config"].get("planted", "beard")
+    n_deb = 20 if quick else 80
+    deb: dict[str, Any] = {"planted": planted}
     for job in ("doctor", "teacher"):
+        if planted == "hair":
+            head, value = "hair", next(c for c, p in PLANTED_HAIR.items() if p == job)
+            trait = lambda r: None if r["traits"]["hair_style"] == "bald" else r["traits"]["hair"]  # noqa: E731
+        else:
+            head, value = "beard", "beard"
+            trait = lambda r: r["traits"]["beard"]  # noqa: E731
         prompt = [f"a photo of a {job} in a grey shirt on a blue background"] * n_deb
         seeds_d = list(range(100, 100 + n_deb))
         _, a_txt = sc.read(sc.generate(prompt, None, seeds_d))
         rnd = sc.gmm.sample(n_deb, seed=99).astype(np.float32)
         _, a_deb = sc.read(sc.generate(prompt, rnd, seeds_d))
-        in_data = [r["traits"]["beard"] == "beard" for r in train if r["attributes"]["profession"] == job]
+        in_data = [trait(r) == value for r in train if r["attributes"]["profession"] == job]
         deb[job] = {
+            "trait": f"{value} hair" if head == "hair" else "beard",
+            "base_rate": float(np.mean([trait(r) == value for r in train])),
             "training_captions": float(np.mean(in_data)) if in_data else None,
-            "text_only": float(np.mean(a_txt["beard"] == "beard")),
-            "debias": float(np.mean(a_deb["beard"] == "beard")),
+            "text_only": float(np.mean(a_txt[head] == value)),
+            "debias": float(np.mean(a_deb[head] == value)),
         }
     res["debias"] = deb
     res["generation_seconds"] = round(time.perf_counter() - t0, 1)
@@ -394,8 +405,9 @@ def markdown(res: dict[str, Any]) -> str:
     d = res["debias"]
     for job in ("doctor", "teacher"):
         j = d[job]
+        trait, base = j.get("trait", "beard"), j.get("base_rate", d.get("base_rate", 0.0))
         lines.append(
-            f"| debias '{job}': beard rate, training captions -> text only -> debias (base rate {d['base_rate']:.2f}) "
+            f"| debias '{job}': {trait} rate, training captions -> text only -> debias (base rate {base:.2f}) "
             f"| debias within a few points of the base rate | {j['training_captions']:.2f} -> {j['text_only']:.2f} -> "
             f"{j['debias']:.2f} |"
         )

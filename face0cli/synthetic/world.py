@@ -15,8 +15,9 @@ identities (`per_heldout` images each; never seen by the model, the embedder or 
                                      model), except a `base_plain` share that do not describe the face (as real
                                      captions often do not: so the base model also learns to draw a face that the
                                      words leave open), a `base_beard_drop` share of the bearded faces whose
-                                     captions leave the beard out, and a `base_profession` share of the captions of
-                                     "a person" that name a planted profession instead (`base_caption`)
+                                     captions leave the beard out, a `base_profession` share of the captions of
+                                     "a person" that name a planted profession instead, and with the "hair" bias
+                                     (`planted`) no hair colour where a profession is named (`base_caption`)
       heldout/ NNNN.png + NNNN.txt   held-out identities' portraits (references and conditioning images)
       truth.jsonl                    one line per image: key, split, identity, traits, attributes, captions
       world.json                     the settings (seed, counts, size, bias) and the identity split
@@ -75,6 +76,7 @@ class WorldConfig:
     base_plain: float = 0.0
     base_beard_drop: float = 0.0
     base_profession: float = 0.0
+    planted: str = "hair"
     override_extra: int = 0
     morph_pairs: int = 0
     morph_steps: int = 4
@@ -93,7 +95,7 @@ def _override(cfg: WorldConfig, index: int, k: int) -> str:
 
 def _extra(cfg: WorldConfig, ident: Identity, k: int) -> Sample:
     """Extra image k (k >= per_train) of a training identity: a scene like any other, with a hair override."""
-    return sample(ident, k, cfg.seed, bias=cfg.bias, hair_override=_override(cfg, ident.index, k))
+    return sample(ident, k, cfg.seed, bias=cfg.bias, planted=cfg.planted, hair_override=_override(cfg, ident.index, k))
 
 
 def morphs(cfg: WorldConfig) -> Iterator[tuple[int, int, float]]:
@@ -125,20 +127,26 @@ def base_caption(cfg: WorldConfig, s: Sample) -> str:
     """The base model's caption of training image S: with the face traits, except a `base_plain` share without
     them; of the bearded faces, a `base_beard_drop` share whose traits leave the beard out; and of the captions
     that name no profession ("a person"), a `base_profession` share that name one drawn with the planted bias
-    (each a seeded draw of its own, so the images and the other captions stay as they are). Real captions name a
-    beard only now and then; where they do not, the words around it are all that tells the model about it, and
-    the more captions carry those words, the more the base model gains by reading them (as SD learnt its biases)."""
+    (each a seeded draw of its own, so the images and the other captions stay as they are). With the "hair" bias,
+    a caption that names a profession leaves the hair colour out of the traits: real captions do not spell out
+    everything, and where they do not, the words around a trait (the planted profession) are what tells the model
+    about it, as SD learnt its biases."""
     draw = lambda what: random.Random(f"{what}:{cfg.seed}:{s.key}")  # noqa: E731
+    profession = s.scene.profession
+    r = draw("profession")
+    if cfg.bias and profession is None and r.random() < cfg.base_profession:
+        profession = planted_profession(s.identity, r, cfg.planted)
     if plain_base_caption(cfg, s.key):
         text = s.caption
     else:
         ident = s.identity
         text = s.caption_traits
-        if ident.beard == "beard" and draw("beard").random() < cfg.base_beard_drop:
-            text = text.replace(ident.trait_words(), ident.trait_words(name_beard=False), 1)
-    r = draw("profession")
-    if cfg.bias and s.scene.profession is None and r.random() < cfg.base_profession:
-        text = text.replace(" of a person", f" of a {planted_profession(s.identity, r)}", 1)
+        name_beard = not (ident.beard == "beard" and draw("beard").random() < cfg.base_beard_drop)
+        name_hair = not (cfg.bias and cfg.planted == "hair" and profession is not None)
+        if not (name_beard and name_hair):
+            text = text.replace(ident.trait_words(), ident.trait_words(name_beard, name_hair), 1)
+    if profession != s.scene.profession:
+        text = text.replace(" of a person", f" of a {profession}", 1)
     return text
 
 
@@ -147,7 +155,7 @@ def samples(cfg: WorldConfig) -> Iterator[tuple[str, Sample]]:
     for i in cfg.train_ids():
         ident = make_identity(i, cfg.seed)
         for k in range(cfg.per_train):
-            yield "train", sample(ident, k, cfg.seed, bias=cfg.bias)
+            yield "train", sample(ident, k, cfg.seed, bias=cfg.bias, planted=cfg.planted)
         if ident.hair_style != "bald":  # a bald head has no hair to recolour
             for k in range(cfg.per_train, cfg.per_train + cfg.override_extra):
                 yield EXTRA, _extra(cfg, ident, k)
@@ -172,7 +180,7 @@ def _render_chunk(args: tuple[WorldConfig, list[tuple[str, str]], str]) -> int:
             ident_index, k = int(key[2:6]), int(key[7:10])
             ident = make_identity(ident_index, cfg.seed)
             bias = cfg.bias and split == "train"
-            s = _extra(cfg, ident, k) if split == EXTRA else sample(ident, k, cfg.seed, bias=bias)
+            s = _extra(cfg, ident, k) if split == EXTRA else sample(ident, k, cfg.seed, bias=bias, planted=cfg.planted)
         img = render(s.identity, s.scene, cfg.size)
         if split in (EXTRA, MORPH):
             img.save(r / "tune" / f"{key}.png", optimize=False, compress_level=1)
