@@ -119,7 +119,7 @@ def test_plain_base_captions_and_override_images_leave_the_shared_images_as_they
 def test_base_beard_drop_leaves_the_beard_to_the_other_words() -> None:
     from face0cli.synthetic.world import base_caption, samples
 
-    cfg = WorldConfig(ids_train=60, per_train=6, ids_heldout=1, per_heldout=1, base_beard_drop=0.5)
+    cfg = WorldConfig(ids_train=60, per_train=6, ids_heldout=1, per_heldout=1, base_beard_drop=0.5, planted="beard")
     rows = [s for split, s in samples(cfg) if split == "train"]
     bearded = [s for s in rows if s.identity.beard == "beard"]
     said = [", a beard" in base_caption(cfg, s) for s in bearded]
@@ -129,16 +129,16 @@ def test_base_beard_drop_leaves_the_beard_to_the_other_words() -> None:
     others = [s for s in rows if s.identity.beard != "beard"]
     assert all(base_caption(cfg, s) == s.caption_traits for s in others)  # a moustache is always named
     assert any(", a moustache" in s.caption_traits for s in others)
-    plain = WorldConfig(ids_train=60, per_train=6, ids_heldout=1, per_heldout=1)
-    assert all(base_caption(plain, s) == s.caption_traits for s in rows)  # the default world names every beard
+    plain = WorldConfig(ids_train=60, per_train=6, ids_heldout=1, per_heldout=1, planted="beard")
+    assert all(base_caption(plain, s) == s.caption_traits for s in rows)  # without it, every beard is named
 
 
 def test_base_profession_names_a_planted_profession_in_the_base_captions_only() -> None:
     from face0cli.synthetic.portraits import BIASED_PROFESSIONS, PROFESSIONS
     from face0cli.synthetic.world import base_caption, samples
 
-    cfg = WorldConfig(ids_train=80, per_train=6, ids_heldout=1, per_heldout=1, base_profession=1.0)
-    plain = WorldConfig(ids_train=80, per_train=6, ids_heldout=1, per_heldout=1)
+    cfg = WorldConfig(ids_train=80, per_train=6, ids_heldout=1, per_heldout=1, base_profession=1.0, planted="beard")
+    plain = WorldConfig(ids_train=80, per_train=6, ids_heldout=1, per_heldout=1, planted="beard")
     rows = [s for split, s in samples(cfg) if split == "train"]
     assert [s.caption for s in rows] == [s.caption for split, s in samples(plain) if split == "train"]
     jobs = []
@@ -158,7 +158,7 @@ def test_base_profession_names_a_planted_profession_in_the_base_captions_only() 
 
 
 def test_planted_bias_ties_professions_to_beards() -> None:
-    cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1)
+    cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1, planted="beard")
     from face0cli.synthetic.world import samples
 
     rows = [s for split, s in samples(cfg) if split == "train"]
@@ -347,6 +347,35 @@ def test_world_morphs_are_keyed_by_their_parents_and_live_in_the_tune_folder(tmp
         parse_morph_key("id0001-000")
 
 
+def test_planted_hair_ties_each_profession_to_a_hair_colour_that_its_base_captions_leave_out() -> None:
+    from dataclasses import replace
+
+    from face0cli.synthetic.portraits import PLANTED_HAIR, planted_hair
+    from face0cli.synthetic.world import base_caption, samples
+
+    cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1)
+    assert cfg.planted == "hair"  # the default world's bias
+    rows = [s for split, s in samples(cfg) if split == "train"]
+    beard = [s for split, s in samples(replace(cfg, planted="beard")) if split == "train"]
+    # the same draws: only the profession word differs, so the images (and every other word) are the same
+    assert [replace(s.scene, profession=None) for s in rows] == [replace(s.scene, profession=None) for s in beard]
+    assert np.array_equal(
+        np.asarray(render(rows[1].identity, rows[1].scene)), np.asarray(render(beard[1].identity, beard[1].scene))
+    )
+    assert sum(a.scene.profession != b.scene.profession for a, b in zip(rows, beard)) > len(rows) / 10
+    for colour, job in PLANTED_HAIR.items():
+        base = np.mean([planted_hair(s.identity) == colour for s in rows])
+        with_job = [planted_hair(s.identity) == colour for s in rows if s.scene.profession == job]
+        assert np.mean(with_job) > base + 0.3, (job, colour)  # far above its base rate (about 0.18)
+    for s in rows:  # a base caption that names a profession leaves the hair colour to it
+        text, ident = base_caption(cfg, s), s.identity
+        if s.scene.profession is None or ident.hair_style == "bald":
+            assert text == s.caption_traits
+        else:
+            assert text == s.caption_traits.replace(f" {ident.hair} hair", " hair", 1) != s.caption_traits
+    assert all(base_caption(replace(cfg, planted="beard"), s) == s.caption_traits for s in beard)
+
+
 def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -359,12 +388,17 @@ def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_pa
     r = CliRunner().invoke(app, args + extras)
     assert r.exit_code == 0, r.output
     assert len(read_truth(tmp_path / "w", MORPH)) == 2 * 4 * 2 and read_truth(tmp_path / "w", EXTRA)
-    assert json.loads((tmp_path / "w" / "world.json").read_text())["config"]["base_beard_drop"] == 1.0
+    config = json.loads((tmp_path / "w" / "world.json").read_text())["config"]
+    assert config["base_beard_drop"] == 1.0 and config["planted"] == "hair"
     train = read_truth(tmp_path / "w", "train")
     assert any(r["traits"]["beard"] == "beard" for r in train)  # identity 0 has one, unnamed in every caption
     assert not any(", a beard" in r["base_caption"] or " of a person" in r["base_caption"] for r in train)
     bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), "--morph-pairs", "-1"])
     assert bad.exit_code != 0 and "--morph-pairs must be >= 0" in bad.output and not (tmp_path / "x").exists()
+    bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), "--planted", "hat"])
+    assert bad.exit_code != 0 and "--planted" in bad.output and not (tmp_path / "x").exists()
+    r = CliRunner().invoke(app, args[:3] + [str(tmp_path / "v"), "--planted", "beard"] + args[4:])
+    assert r.exit_code == 0 and json.loads((tmp_path / "v" / "world.json").read_text())["config"]["planted"] == "beard"
     for option in ("--base-beard-drop", "--base-profession"):
         bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), option, "1.5"])
         assert bad.exit_code != 0 and f"{option} must be between 0 and 1, got 1.5." in bad.output
@@ -387,6 +421,7 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert done["world"]["base_captions_without_traits"] == cfg.base_plain == 0.0
     assert done["world"]["bearded_base_captions_without_beard"] == cfg.base_beard_drop == 0.0
     assert 0.0 < done["world"]["base_captions_naming_a_profession"] < 0.8  # the scenes' own professions only
+    assert done["world"]["planted"] == "hair" and 0.0 < done["world"]["base_captions_without_hair_colour"] < 0.8
     assert done["face0"]["steps"] == cfg.face0_steps
     model = out / "default-model"
     pipe = Face0Pipeline.load(str(model))
@@ -398,6 +433,8 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert json.loads((model / "face0.json").read_text())["steps"] == 25  # what the scorecard measures it at
     card = json.loads((out / "scorecard" / "scorecard.json").read_text())
     assert 0.0 <= card["identification"]["accuracy"] <= 1.0 and card["images_generated"] > 0
+    assert card["debias"]["doctor"]["trait"] == "grey hair" and card["debias"]["teacher"]["trait"] == "blonde hair"
+    assert all(0.0 <= card["debias"][j][k] <= 1.0 for j in ("doctor", "teacher") for k in ("text_only", "debias"))
     # identification went through face0 eval, on a spec that `face0 eval` reads as it is
     from face0cli.evaluation.spec import load_spec
 

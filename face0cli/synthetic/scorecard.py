@@ -24,6 +24,8 @@ What each figure is (held-out identities never seen by the model, the embedder o
 - debias (paper §3.1, Fig. 3): the planted bias (the world's `planted`: doctors with grey hair and teachers with
   blonde hair, or doctors with beards); the judge's hair (or beard) head on 80 text-only generations and 80
   `debias` generations (a fresh random face each) per profession, against the training identities' base rate.
+  The prompt is "a photo of a {doctor, teacher} in a purple shirt on a yellow background" (colours that name no
+  hair; "in a grey shirt on a blue background" for the beard bias).
 - speed: one 64 px image at 25 steps in-process (median of 5), and the quickstart's `face0 generate` (an example
   character, the model's own steps) cold from the shell (a fresh process each time: the median and the slowest
   of 3), each beside plain diffusers' StableDiffusionPipeline on the same components in the same run
@@ -337,13 +339,14 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     n_deb = 20 if quick else 80
     deb: dict[str, Any] = {"planted": planted}
     for job in ("doctor", "teacher"):
-        if planted == "hair":
+        if planted == "hair":  # shirt and background in colours that name no hair
             head, value = "hair", next(c for c, p in PLANTED_HAIR.items() if p == job)
             trait = lambda r: None if r["traits"]["hair_style"] == "bald" else r["traits"]["hair"]  # noqa: E731
+            prompt = [f"a photo of a {job} in a purple shirt on a yellow background"] * n_deb
         else:
             head, value = "beard", "beard"
             trait = lambda r: r["traits"]["beard"]  # noqa: E731
-        prompt = [f"a photo of a {job} in a grey shirt on a blue background"] * n_deb
+            prompt = [f"a photo of a {job} in a grey shirt on a blue background"] * n_deb
         seeds_d = list(range(100, 100 + n_deb))
         _, a_txt = sc.read(sc.generate(prompt, None, seeds_d))
         rnd = sc.gmm.sample(n_deb, seed=99).astype(np.float32)
