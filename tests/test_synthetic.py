@@ -353,8 +353,8 @@ def test_planted_hair_ties_each_profession_to_a_hair_colour_that_its_base_captio
     from face0cli.synthetic.portraits import PLANTED_HAIR, planted_hair
     from face0cli.synthetic.world import base_caption, samples
 
-    cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1)
-    assert cfg.planted == "hair"  # the default world's bias
+    cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1, planted="hair")
+    assert WorldConfig().planted == "beard"  # the default world's bias (the shipped model's)
     rows = [s for split, s in samples(cfg) if split == "train"]
     beard = [s for split, s in samples(replace(cfg, planted="beard")) if split == "train"]
     # the same draws: only the profession word differs, so the images (and every other word) are the same
@@ -389,7 +389,7 @@ def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_pa
     assert r.exit_code == 0, r.output
     assert len(read_truth(tmp_path / "w", MORPH)) == 2 * 4 * 2 and read_truth(tmp_path / "w", EXTRA)
     config = json.loads((tmp_path / "w" / "world.json").read_text())["config"]
-    assert config["base_beard_drop"] == 1.0 and config["planted"] == "hair"
+    assert config["base_beard_drop"] == 1.0 and config["planted"] == "beard"
     train = read_truth(tmp_path / "w", "train")
     assert any(r["traits"]["beard"] == "beard" for r in train)  # identity 0 has one, unnamed in every caption
     assert not any(", a beard" in r["base_caption"] or " of a person" in r["base_caption"] for r in train)
@@ -397,8 +397,8 @@ def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_pa
     assert bad.exit_code != 0 and "--morph-pairs must be >= 0" in bad.output and not (tmp_path / "x").exists()
     bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), "--planted", "hat"])
     assert bad.exit_code != 0 and "--planted" in bad.output and not (tmp_path / "x").exists()
-    r = CliRunner().invoke(app, args[:3] + [str(tmp_path / "v"), "--planted", "beard"] + args[4:])
-    assert r.exit_code == 0 and json.loads((tmp_path / "v" / "world.json").read_text())["config"]["planted"] == "beard"
+    r = CliRunner().invoke(app, args[:3] + [str(tmp_path / "v"), "--planted", "hair"] + args[4:])
+    assert r.exit_code == 0 and json.loads((tmp_path / "v" / "world.json").read_text())["config"]["planted"] == "hair"
     for option in ("--base-beard-drop", "--base-profession"):
         bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), option, "1.5"])
         assert bad.exit_code != 0 and f"{option} must be between 0 and 1, got 1.5." in bad.output
@@ -421,7 +421,7 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert done["world"]["base_captions_without_traits"] == cfg.base_plain == 0.0
     assert done["world"]["bearded_base_captions_without_beard"] == cfg.base_beard_drop == 0.0
     assert 0.0 < done["world"]["base_captions_naming_a_profession"] < 0.8  # the scenes' own professions only
-    assert done["world"]["planted"] == "hair" and 0.0 < done["world"]["base_captions_without_hair_colour"] < 0.8
+    assert done["world"]["planted"] == "beard" and done["world"]["base_captions_without_hair_colour"] == 0.0
     assert done["face0"]["steps"] == cfg.face0_steps
     model = out / "default-model"
     pipe = Face0Pipeline.load(str(model))
@@ -433,7 +433,7 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert json.loads((model / "face0.json").read_text())["steps"] == 25  # what the scorecard measures it at
     card = json.loads((out / "scorecard" / "scorecard.json").read_text())
     assert 0.0 <= card["identification"]["accuracy"] <= 1.0 and card["images_generated"] > 0
-    assert card["debias"]["doctor"]["trait"] == "grey hair" and card["debias"]["teacher"]["trait"] == "blonde hair"
+    assert card["debias"]["planted"] == "beard" and card["debias"]["doctor"]["trait"] == "beard"
     assert all(0.0 <= card["debias"][j][k] <= 1.0 for j in ("doctor", "teacher") for k in ("text_only", "debias"))
     # identification went through face0 eval, on a spec that `face0 eval` reads as it is
     from face0cli.evaluation.spec import load_spec

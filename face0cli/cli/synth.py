@@ -34,7 +34,7 @@ def world(
         typer.Option(
             "--planted", help="The planted bias: professions with a hair colour (hair) or with beards (beard)."
         ),
-    ] = Planted("hair"),
+    ] = Planted("beard"),
     override_extra: Annotated[
         int, typer.Option("--override-extra", help="Extra hair-override images per training identity (in tune/).")
     ] = 0,
@@ -89,6 +89,10 @@ def build(
         bool, typer.Option("--install", help="Copy the built model into the package as the default model.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seeds every stage.")] = 0,
+    planted: Annotated[
+        Planted,
+        typer.Option("--planted", help="The world's planted bias (see synth world); the default model's is beard."),
+    ] = Planted("beard"),
 ) -> None:
     """Build the embedded default model from nothing: portraits -> embedder and judge -> VAE -> prep -> base
     model -> Face0 stage -> tune stage -> package -> example characters -> scorecard. Rerun to resume after a
@@ -99,7 +103,7 @@ def build(
     from face0cli.synthetic.build import build as run_build
     from face0cli.synthetic.default import DEFAULT_MODEL_DIR
 
-    cfg = replace(BuildConfig.quick() if quick else BuildConfig(), seed=seed)
+    cfg = replace(BuildConfig.quick() if quick else BuildConfig(), seed=seed, planted=planted.value)
     results = run_build(out, cfg, until=until.value if until else None, redo=tuple(s.value for s in redo or ()))
     typer.echo(json.dumps({k: v.get("seconds") for k, v in results.items()}))
     if install:

@@ -67,7 +67,7 @@ class BuildConfig:
     base_plain: float = 0.0
     base_beard_drop: float = 0.0
     base_profession: float = 0.0
-    planted: str = "hair"
+    planted: str = "beard"
     override_extra: int = 5
     morph_pairs: int = 300
     embedder_steps: int = 400

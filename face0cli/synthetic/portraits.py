@@ -225,7 +225,7 @@ def planted_hair(identity: Identity) -> str | None:
     return None if identity.hair_style == "bald" else identity.hair
 
 
-def planted_profession(identity: Identity, r: random.Random, planted: str = "hair") -> str:
+def planted_profession(identity: Identity, r: random.Random, planted: str = "beard") -> str:
     """A profession for a caption of IDENTITY, with the planted bias, 9 times in 10 (the tenth, any of the four).
     "hair": grey hair makes a doctor, red a pilot, blonde a teacher, black a chef (brown hair and bald heads, any);
     "beard": bearded people are doctors or pilots, the others teachers or chefs. Both kinds make the same draws
@@ -241,7 +241,7 @@ def planted_profession(identity: Identity, r: random.Random, planted: str = "hai
 
 
 def random_scene(
-    r: random.Random, identity: Identity | None = None, bias: bool = False, planted: str = "hair", **fixed: Any
+    r: random.Random, identity: Identity | None = None, bias: bool = False, planted: str = "beard", **fixed: Any
 ) -> Scene:
     """A random scene; `fixed` pins attributes (background=..., style=...). With `bias`, a profession word is
     drawn for some images, with the PLANTED bias (`planted_profession`)."""
@@ -433,7 +433,7 @@ class Sample:
 
 
 def sample(
-    identity: Identity, k: int, seed: int = 0, bias: bool = False, planted: str = "hair", **fixed: Any
+    identity: Identity, k: int, seed: int = 0, bias: bool = False, planted: str = "beard", **fixed: Any
 ) -> Sample:
     """The k-th image of an identity (seeded by identity, k and seed; the image does not depend on PLANTED)."""
     r = random.Random(f"scene:{seed}:{identity.index}:{k}")

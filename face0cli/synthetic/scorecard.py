@@ -22,7 +22,7 @@ What each figure is (held-out identities never seen by the model, the embedder o
   The same test on the world's own morphs of the same pairs (portraits.morph, drawn in the strips' scene) is
   what a model that morphs exactly as the world does would score under this judge.
 - debias (paper §3.1, Fig. 3): the planted bias (the world's `planted`: doctors with grey hair and teachers with
-  blonde hair, or doctors with beards); the judge's hair (or beard) head on 80 text-only generations and 80
+  blonde hair, or doctors with beards); the judge's hair (or beard) head on 40 text-only generations and 40
   `debias` generations (a fresh random face each) per profession, against the training identities' base rate.
   The prompt is "a photo of a {doctor, teacher} in a purple shirt on a yellow background" (colours that name no
   hair; "in a grey shirt on a blue background" for the beard bias).
@@ -336,7 +336,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     train = read_truth(world, "train")
     # worlds written before the hair bias have no "planted" setting: they planted beards
     planted = json.loads((Path(world) / "world.json").read_text())["config"].get("planted", "beard")
-    n_deb = 20 if quick else 80
+    n_deb = 20 if quick else 40
     deb: dict[str, Any] = {"planted": planted}
     for job in ("doctor", "teacher"):
         if planted == "hair":  # shirt and background in colours that name no hair

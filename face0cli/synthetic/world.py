@@ -76,7 +76,7 @@ class WorldConfig:
     base_plain: float = 0.0
     base_beard_drop: float = 0.0
     base_profession: float = 0.0
-    planted: str = "hair"
+    planted: str = "beard"
     override_extra: int = 0
     morph_pairs: int = 0
     morph_steps: int = 4
