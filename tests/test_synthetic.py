@@ -374,6 +374,14 @@ def test_planted_hair_ties_each_profession_to_a_hair_colour_that_its_base_captio
         else:
             assert text == s.caption_traits.replace(f" {ident.hair} hair", " hair", 1) != s.caption_traits
     assert all(base_caption(replace(cfg, planted="beard"), s) == s.caption_traits for s in beard)
+    some = replace(cfg, base_hair_drop=0.3)  # a share of them keep the colour: each caption's own seeded draw
+    named = [
+        base_caption(some, s) == s.caption_traits
+        for s in rows
+        if s.scene.profession and s.identity.hair_style != "bald"
+    ]
+    assert 0.55 < np.mean(named) < 0.85
+    assert all(base_caption(some, s) in (s.caption_traits, base_caption(cfg, s)) for s in rows)
 
 
 def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_path: Path) -> None:
@@ -399,7 +407,7 @@ def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_pa
     assert bad.exit_code != 0 and "--planted" in bad.output and not (tmp_path / "x").exists()
     r = CliRunner().invoke(app, args[:3] + [str(tmp_path / "v"), "--planted", "hair"] + args[4:])
     assert r.exit_code == 0 and json.loads((tmp_path / "v" / "world.json").read_text())["config"]["planted"] == "hair"
-    for option in ("--base-beard-drop", "--base-profession"):
+    for option in ("--base-beard-drop", "--base-profession", "--base-hair-drop"):
         bad = CliRunner().invoke(app, args[:3] + [str(tmp_path / "x"), option, "1.5"])
         assert bad.exit_code != 0 and f"{option} must be between 0 and 1, got 1.5." in bad.output
         assert not (tmp_path / "x").exists()

@@ -52,6 +52,13 @@ def world(
             "--base-profession", help="Share of base/ captions of 'a person' that name a profession (planted bias)."
         ),
     ] = 0.0,
+    base_hair_drop: Annotated[
+        float,
+        typer.Option(
+            "--base-hair-drop",
+            help="With --planted hair: share of base/ captions naming a profession that leave the hair colour out.",
+        ),
+    ] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="The world's seed.")] = 0,
     processes: Annotated[int, typer.Option("--processes", help="Rendering processes.")] = 2,
 ) -> None:
@@ -65,7 +72,8 @@ def world(
     for name, v in (("override-extra", override_extra), ("morph-pairs", morph_pairs)):
         if v < 0:
             raise ParameterError(f"--{name} must be >= 0, got {v}.")
-    for name, share in (("base-beard-drop", base_beard_drop), ("base-profession", base_profession)):
+    shares = (("base-beard-drop", base_beard_drop), ("base-profession", base_profession))
+    for name, share in shares + (("base-hair-drop", base_hair_drop),):
         if not 0.0 <= share <= 1.0:
             raise ParameterError(f"--{name} must be between 0 and 1, got {share}.")
     if morph_pairs and identities < 2:
@@ -73,7 +81,7 @@ def world(
     cfg = WorldConfig(
         seed, identities, per_identity, heldout, per_heldout, bias=not no_bias, override_extra=override_extra,
         morph_pairs=morph_pairs, base_beard_drop=base_beard_drop, base_profession=base_profession,
-        planted=planted.value,
+        planted=planted.value, base_hair_drop=base_hair_drop,
     )  # fmt: skip
     path = write_world(out, cfg, processes=processes)
     typer.echo(f"{identities * per_identity} training and {heldout * per_heldout} held-out portraits -> {path}")

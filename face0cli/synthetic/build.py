@@ -68,6 +68,7 @@ class BuildConfig:
     base_beard_drop: float = 0.0
     base_profession: float = 0.0
     planted: str = "beard"
+    base_hair_drop: float = 1.0
     override_extra: int = 5
     morph_pairs: int = 300
     embedder_steps: int = 400
@@ -120,7 +121,7 @@ def _world_cfg(cfg: BuildConfig) -> Any:
     return WorldConfig(
         cfg.seed, cfg.ids_train, cfg.per_train, cfg.ids_heldout, cfg.per_heldout, base_plain=cfg.base_plain,
         base_beard_drop=cfg.base_beard_drop, base_profession=cfg.base_profession, override_extra=cfg.override_extra,
-        morph_pairs=cfg.morph_pairs, planted=cfg.planted,
+        morph_pairs=cfg.morph_pairs, planted=cfg.planted, base_hair_drop=cfg.base_hair_drop,
     )  # fmt: skip
 
 

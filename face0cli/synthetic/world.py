@@ -77,6 +77,7 @@ class WorldConfig:
     base_beard_drop: float = 0.0
     base_profession: float = 0.0
     planted: str = "beard"
+    base_hair_drop: float = 1.0
     override_extra: int = 0
     morph_pairs: int = 0
     morph_steps: int = 4
@@ -128,9 +129,9 @@ def base_caption(cfg: WorldConfig, s: Sample) -> str:
     them; of the bearded faces, a `base_beard_drop` share whose traits leave the beard out; and of the captions
     that name no profession ("a person"), a `base_profession` share that name one drawn with the planted bias
     (each a seeded draw of its own, so the images and the other captions stay as they are). With the "hair" bias,
-    a caption that names a profession leaves the hair colour out of the traits: real captions do not spell out
-    everything, and where they do not, the words around a trait (the planted profession) are what tells the model
-    about it, as SD learnt its biases."""
+    a `base_hair_drop` share (all, by default) of the captions that name a profession leave the hair colour out of
+    the traits: real captions do not spell out everything, and where they do not, the words around a trait (the
+    planted profession) are what tells the model about it, as SD learnt its biases."""
     draw = lambda what: random.Random(f"{what}:{cfg.seed}:{s.key}")  # noqa: E731
     profession = s.scene.profession
     r = draw("profession")
@@ -142,7 +143,9 @@ def base_caption(cfg: WorldConfig, s: Sample) -> str:
         ident = s.identity
         text = s.caption_traits
         name_beard = not (ident.beard == "beard" and draw("beard").random() < cfg.base_beard_drop)
-        name_hair = not (cfg.bias and cfg.planted == "hair" and profession is not None)
+        name_hair = not (
+            cfg.bias and cfg.planted == "hair" and profession is not None and draw("hair").random() < cfg.base_hair_drop
+        )
         if not (name_beard and name_hair):
             text = text.replace(ident.trait_words(), ident.trait_words(name_beard, name_hair), 1)
     if profession != s.scene.profession:
