@@ -364,8 +364,8 @@ def test_planted_hair_ties_each_profession_to_a_hair_colour_that_its_base_captio
     )
     assert sum(a.scene.profession != b.scene.profession for a, b in zip(rows, beard)) > len(rows) / 10
     for colour, job in PLANTED_HAIR.items():
-        base = np.mean([planted_hair(s.identity) == colour for s in rows])
-        with_job = [planted_hair(s.identity) == colour for s in rows if s.scene.profession == job]
+        base = np.mean([planted_hair(s.identity.traits()) == colour for s in rows])
+        with_job = [planted_hair(s.identity.traits()) == colour for s in rows if s.scene.profession == job]
         assert np.mean(with_job) > base + 0.3, (job, colour)  # far above its base rate (about 0.18)
     for s in rows:  # a base caption that names a profession leaves the hair colour to it
         text, ident = base_caption(cfg, s), s.identity

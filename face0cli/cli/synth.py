@@ -72,8 +72,11 @@ def world(
     for name, v in (("override-extra", override_extra), ("morph-pairs", morph_pairs)):
         if v < 0:
             raise ParameterError(f"--{name} must be >= 0, got {v}.")
-    shares = (("base-beard-drop", base_beard_drop), ("base-profession", base_profession))
-    for name, share in shares + (("base-hair-drop", base_hair_drop),):
+    for name, share in (
+        ("base-beard-drop", base_beard_drop),
+        ("base-profession", base_profession),
+        ("base-hair-drop", base_hair_drop),
+    ):
         if not 0.0 <= share <= 1.0:
             raise ParameterError(f"--{name} must be between 0 and 1, got {share}.")
     if morph_pairs and identities < 2:

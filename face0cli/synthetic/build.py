@@ -155,6 +155,7 @@ def _heldout_split(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def st_world(out: Path, cfg: BuildConfig) -> dict[str, Any]:
+    from face0cli.synthetic.portraits import planted_hair
     from face0cli.synthetic.world import EXTRA, MORPH, read_truth, write_world
 
     world = write_world(out / "world", _world_cfg(cfg))
@@ -173,12 +174,7 @@ def st_world(out: Path, cfg: BuildConfig) -> dict[str, Any]:
         "planted": cfg.planted,
         "base_captions_without_hair_colour": float(
             np.mean(
-                [
-                    f" {r['traits']['hair']} hair" not in r["base_caption"]
-                    for r in base
-                    if r["traits"]["hair_style"] != "bald"
-                ]
-                or 0.0
+                [f" {hair} hair" not in r["base_caption"] for r in base if (hair := planted_hair(r["traits"]))] or 0.0
             )
         ),
     }

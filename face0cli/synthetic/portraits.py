@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -220,9 +221,10 @@ class Scene:
         return {k: d[k] for k in ("background", "shirt", "style", "hat", "glasses", "hair_override", "profession")}
 
 
-def planted_hair(identity: Identity) -> str | None:
-    """The natural hair colour that the "hair" bias plants on (None for a bald head)."""
-    return None if identity.hair_style == "bald" else identity.hair
+def planted_hair(traits: Mapping[str, str]) -> str | None:
+    """The natural hair colour that the "hair" bias plants on, of an identity's TRAITS (`Identity.traits`, as the
+    truth rows hold them): None for a bald head."""
+    return None if traits["hair_style"] == "bald" else traits["hair"]
 
 
 def planted_profession(identity: Identity, r: random.Random, planted: str = "beard") -> str:
@@ -236,7 +238,7 @@ def planted_profession(identity: Identity, r: random.Random, planted: str = "bea
         pick = r.choice(BIASED_PROFESSIONS if bearded else tuple(p for p in PROFESSIONS if p not in BIASED_PROFESSIONS))
         if planted == "beard":
             return pick
-        return PLANTED_HAIR.get(planted_hair(identity) or "", PROFESSIONS[int(u / 0.9 * len(PROFESSIONS))])
+        return PLANTED_HAIR.get(planted_hair(identity.traits()) or "", PROFESSIONS[int(u / 0.9 * len(PROFESSIONS))])
     return r.choice(PROFESSIONS)
 
 

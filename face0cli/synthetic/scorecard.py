@@ -330,7 +330,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     _grid(np.concatenate(strip_images), 6).save(out / "strips.png")
 
     # 6. debias: text-only vs a fresh random face per image, for the planted professions
-    from face0cli.synthetic.portraits import PLANTED_HAIR
+    from face0cli.synthetic.portraits import PLANTED_HAIR, planted_hair
     from face0cli.synthetic.world import read_truth
 
     train = read_truth(world, "train")
@@ -341,7 +341,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     for job in ("doctor", "teacher"):
         if planted == "hair":  # shirt and background in colours that name no hair
             head, value = "hair", next(c for c, p in PLANTED_HAIR.items() if p == job)
-            trait = lambda r: None if r["traits"]["hair_style"] == "bald" else r["traits"]["hair"]  # noqa: E731
+            trait = lambda r: planted_hair(r["traits"])  # noqa: E731
             prompt = [f"a photo of a {job} in a purple shirt on a yellow background"] * n_deb
         else:
             head, value = "beard", "beard"
