@@ -301,6 +301,60 @@ def test_reference_portrait_is_plain() -> None:
 # ------------------------------------------------------------------------------------------------ the build
 
 
+_STUCK_STAGE = """
+import sys
+from pathlib import Path
+from face0cli.synthetic import build as b
+
+out, pidfile = Path(sys.argv[1]), sys.argv[2]
+sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+b.RUNNERS["world"] = lambda o, cfg: {"rc": __import__("subprocess").call([sys.executable, "-c", sleeper, pidfile])}
+b.build(out, b.BuildConfig.quick(), until="world")
+"""
+
+
+def test_one_build_per_folder_and_a_killed_build_takes_its_stage_subprocess_with_it(tmp_path: Path) -> None:
+    """`kill PID` on a build stops the stage's subprocess too (it used to go on training alone, beside the build
+    that resumed), and while a build runs, a second one into its folder stops at once with one line."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from face0cli.cli.app import app
+    from face0cli.synthetic.build import _sole_builder
+    from tests.test_cli import assert_clean_error
+
+    out, pidfile = tmp_path / "build", tmp_path / "stage.pid"
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK_STAGE, str(out), str(pidfile)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.is_file() and pidfile.read_text()) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the build died before its stage started"
+            time.sleep(0.1)
+        stage = int(pidfile.read_text())
+        before = sorted(p.name for p in out.iterdir())
+        res = CliRunner().invoke(app, ["synth", "build", "--out", str(out), "--quick"])
+        assert_clean_error(res, "is being built by another face0 synth build")
+        assert sorted(p.name for p in out.iterdir()) == before  # the running build's folder untouched
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM  # stopped by the signal, as SystemExit
+        with pytest.raises(ProcessLookupError):  # the stage's subprocess went with it (killed and reaped)
+            os.kill(stage, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pidfile.is_file() and pidfile.read_text():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    with _sole_builder(out):  # and the folder is free again
+        pass
+
+
 @pytest.mark.slow
 def test_a_morph_runs_from_one_face_to_the_other() -> None:
     from face0cli.synthetic.portraits import make_identity, morph, render, sample

@@ -35,13 +35,16 @@ Everything is seeded; the training stages run the real CLI in a subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -367,22 +370,53 @@ RUNNERS: dict[str, Callable[[Path, BuildConfig], dict[str, Any]]] = {
 }
 
 
+@contextlib.contextmanager
+def _sole_builder(out: Path) -> Iterator[None]:
+    """Hold OUT/.build.lock for the build, so a second build into the same folder stops at once with one line
+    rather than training into it beside the first; and turn a SIGTERM (`kill PID`) into SystemExit, so the stage's
+    face0 subprocess is killed with the build (subprocess.call kills its child on any exception) instead of
+    going on alone, and a resumed build never trains beside an orphan."""
+    import filelock
+
+    from face0cli.errors import Face0Error
+
+    lock = filelock.FileLock(str(out / ".build.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout as e:
+        raise Face0Error(f"{out} is being built by another face0 synth build; let it finish or stop it first.") from e
+    main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread only
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, stop) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, old)
+        lock.release()
+
+
 def build(out: Path, cfg: BuildConfig = BuildConfig(), until: str | None = None, redo: tuple[str, ...] = ()) -> dict:
-    """Run the stages in order (skipping finished ones, except those in REDO), up to and including UNTIL."""
+    """Run the stages in order (skipping finished ones, except those in REDO), up to and including UNTIL. One
+    build at a time per folder; a SIGTERM stops the running stage's subprocess too."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "build.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n", encoding="utf-8")
-    results: dict[str, Any] = {}
-    for name in STAGES:
-        done = stage_done(out, name)
-        if done is not None and name not in redo:
-            results[name] = done
-            _log(f"[build] {name}: done ({done.get('seconds', 0):.0f} s)")
-        else:
-            _log(f"[build] {name} ...")
-            t0 = time.perf_counter()
-            results[name] = _finish(out, name, RUNNERS[name](out, cfg), t0)
-            _log(f"[build] {name}: {results[name]['seconds']:.0f} s")
-        if name == until:
-            break
+    with _sole_builder(out):
+        (out / "build.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n", encoding="utf-8")
+        results: dict[str, Any] = {}
+        for name in STAGES:
+            done = stage_done(out, name)
+            if done is not None and name not in redo:
+                results[name] = done
+                _log(f"[build] {name}: done ({done.get('seconds', 0):.0f} s)")
+            else:
+                _log(f"[build] {name} ...")
+                t0 = time.perf_counter()
+                results[name] = _finish(out, name, RUNNERS[name](out, cfg), t0)
+                _log(f"[build] {name}: {results[name]['seconds']:.0f} s")
+            if name == until:
+                break
     return results
