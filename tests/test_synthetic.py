@@ -467,6 +467,23 @@ def test_synth_world_command_writes_the_tune_extras_and_checks_its_counts(tmp_pa
         assert not (tmp_path / "x").exists()
 
 
+def test_synth_build_takes_the_worlds_planted_bias_and_hair_drop(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from face0cli.cli.app import app
+    from tests.test_cli import assert_clean_error
+
+    args = ["synth", "build", "--quick", "--until", "world", "--planted", "hair", "--out"]
+    r = CliRunner().invoke(app, [*args, str(tmp_path / "b"), "--base-hair-drop", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "b" / "build.json").read_text())["base_hair_drop"] == 0.5
+    world = json.loads((tmp_path / "b" / "stages" / "world.json").read_text())
+    assert world["planted"] == "hair" and 0 < world["base_captions_without_hair_colour"] < 1  # some, not all
+    bad = CliRunner().invoke(app, [*args, str(tmp_path / "x"), "--base-hair-drop", "1.5"])
+    assert_clean_error(bad, "--base-hair-drop must be between 0 and 1, got 1.5.")
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp_path: Path) -> None:
     from dataclasses import replace
 

@@ -104,6 +104,10 @@ def build(
         Planted,
         typer.Option("--planted", help="The world's planted bias (see synth world); the default model's is beard."),
     ] = Planted("beard"),
+    base_hair_drop: Annotated[
+        float,
+        typer.Option("--base-hair-drop", help="With --planted hair: as synth world's --base-hair-drop."),
+    ] = 1.0,
 ) -> None:
     """Build the embedded default model from nothing: portraits -> embedder and judge -> VAE -> prep -> base
     model -> Face0 stage -> tune stage -> package -> example characters -> scorecard. Rerun to resume after a
@@ -114,7 +118,12 @@ def build(
     from face0cli.synthetic.build import build as run_build
     from face0cli.synthetic.default import DEFAULT_MODEL_DIR
 
-    cfg = replace(BuildConfig.quick() if quick else BuildConfig(), seed=seed, planted=planted.value)
+    if not 0.0 <= base_hair_drop <= 1.0:
+        from face0cli.errors import ParameterError
+
+        raise ParameterError(f"--base-hair-drop must be between 0 and 1, got {base_hair_drop}.")
+    base = BuildConfig.quick() if quick else BuildConfig()
+    cfg = replace(base, seed=seed, planted=planted.value, base_hair_drop=base_hair_drop)
     results = run_build(out, cfg, until=until.value if until else None, redo=tuple(s.value for s in redo or ()))
     typer.echo(json.dumps({k: v.get("seconds") for k, v in results.items()}))
     if install:
