@@ -302,13 +302,14 @@ def test_reference_portrait_is_plain() -> None:
 
 
 _STUCK_STAGE = """
+import subprocess
 import sys
 from pathlib import Path
 from face0cli.synthetic import build as b
 
 out, pidfile = Path(sys.argv[1]), sys.argv[2]
 sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
-b.RUNNERS["world"] = lambda o, cfg: {"rc": __import__("subprocess").call([sys.executable, "-c", sleeper, pidfile])}
+b.RUNNERS["world"] = lambda o, cfg: {"rc": subprocess.call([sys.executable, "-c", sleeper, pidfile])}
 b.build(out, b.BuildConfig.quick(), until="world")
 """
 

@@ -21,6 +21,15 @@ Stage = Enum("Stage", {s: s for s in STAGES}, type=str)  # type: ignore[misc]
 Planted = Enum("Planted", {s: s for s in PLANTED}, type=str)  # type: ignore[misc]
 
 
+def _check_shares(**shares: float) -> None:
+    """Each share option (given by its parameter name) lies in [0, 1], or one error line names the option."""
+    from face0cli.errors import ParameterError
+
+    for name, share in shares.items():
+        if not 0.0 <= share <= 1.0:
+            raise ParameterError(f"--{name.replace('_', '-')} must be between 0 and 1, got {share}.")
+
+
 @synth_app.command("world")
 def world(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the data set.", show_default=False)],
@@ -72,13 +81,7 @@ def world(
     for name, v in (("override-extra", override_extra), ("morph-pairs", morph_pairs)):
         if v < 0:
             raise ParameterError(f"--{name} must be >= 0, got {v}.")
-    for name, share in (
-        ("base-beard-drop", base_beard_drop),
-        ("base-profession", base_profession),
-        ("base-hair-drop", base_hair_drop),
-    ):
-        if not 0.0 <= share <= 1.0:
-            raise ParameterError(f"--{name} must be between 0 and 1, got {share}.")
+    _check_shares(base_beard_drop=base_beard_drop, base_profession=base_profession, base_hair_drop=base_hair_drop)
     if morph_pairs and identities < 2:
         raise ParameterError("--morph-pairs needs at least 2 training identities.")
     cfg = WorldConfig(
@@ -118,10 +121,7 @@ def build(
     from face0cli.synthetic.build import build as run_build
     from face0cli.synthetic.default import DEFAULT_MODEL_DIR
 
-    if not 0.0 <= base_hair_drop <= 1.0:
-        from face0cli.errors import ParameterError
-
-        raise ParameterError(f"--base-hair-drop must be between 0 and 1, got {base_hair_drop}.")
+    _check_shares(base_hair_drop=base_hair_drop)
     base = BuildConfig.quick() if quick else BuildConfig()
     cfg = replace(base, seed=seed, planted=planted.value, base_hair_drop=base_hair_drop)
     results = run_build(out, cfg, until=until.value if until else None, redo=tuple(s.value for s in redo or ()))
