@@ -50,6 +50,8 @@ def main() -> None:
         f"{res['cli_cold_ratio']:6.2f}"
     )
     print(f"plain diffusers' cold run spent {res['cli_cold_plain_import_s']:.2f} s importing torch and diffusers")
+    if res["cli_cold_peft"]:
+        print("peft is installed here (dev or lora extra): diffusers imports it each time; a user's install has none")
 
 
 if __name__ == "__main__":

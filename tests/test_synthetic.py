@@ -3,6 +3,7 @@ default model's tokenizer and architecture, and the training options of the base
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -531,6 +532,7 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     sp = card["speed"]
     assert 0 < sp["cli_cold_plain_import_s"] < sp["cli_cold_plain_s"] and sp["cli_cold_ratio"] > 0
     assert sp["in_process_plain_s"] > 0 and sp["in_process_ratio"] > 0
+    assert sp["cli_cold_peft"] is (importlib.util.find_spec("peft") is not None)  # what the figure paid for
     assert "plain diffusers cold on the same components" in (out / "scorecard" / "scorecard.md").read_text()
     assert 0.0 <= card["interpolation_world_morphs"] <= 1.0  # the world's own morphs through the same test
     train_cfg = json.loads((out / "run-face0" / "model" / "train_config.json").read_text())

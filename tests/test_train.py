@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from face0cli.config import TrainConfig
 from face0cli.data.prep import TripletFile
 from face0cli.errors import BadInput, EmbedderMismatch, MissingPackage, ModelError, ParameterError
+from face0cli.locks import FolderBusy
 from face0cli.model.pipeline import Face0Pipeline
 from face0cli.model.tiny import tiny_components, tiny_pipeline
 from face0cli.training import train as T
@@ -356,6 +357,32 @@ def test_resume_matches_an_uninterrupted_run(world: World, tmp_path: Path, monke
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(ema_a["shadow_params"], ema_b["shadow_params"]))
     logged = [[r.split(",")[:3] for r in x.log.read_text().splitlines()] for x in (straight, resumed)]
     assert logged[0] == logged[1] and len(logged[0]) == 7  # step, loss, lr of steps 1..6, the resumed run's trimmed
+
+
+def test_a_second_run_into_a_folder_in_training_stops_at_once_and_touches_nothing(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = replace(FAST, max_steps=3, checkpoint_every=1)
+    out = tmp_path / "out"
+    seen: list[tuple[Exception, list[str]]] = []
+
+    def second_run(step: int, loss: float) -> None:
+        if step == 2:  # the first run holds out/ and has written its first checkpoint
+            before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+            with pytest.raises(FolderBusy, match="being trained into by another face0 train") as e:
+                T.train(cfg, triplets=world.triplets, out=out, base=world.sd, resume="latest", show_progress=False)
+            seen.append((e.value, before))
+            assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before  # nothing written or pruned
+
+    monkeypatch.setattr(T, "_after_step", second_run)
+    first = T.train(cfg, triplets=world.triplets, out=out, base=world.sd, show_progress=False)
+    assert len(seen) == 1 and "checkpoints/step-000001" in seen[0][1]
+    assert first.steps == 3 and [p.name for p in first.checkpoints][-1] == "step-000003"
+    monkeypatch.setattr(T, "_after_step", None)
+    again = T.train(  # the folder is free once the first run ends
+        replace(cfg, max_steps=4), triplets=world.triplets, out=out, base=world.sd, resume="latest", show_progress=False
+    )
+    assert again.resumed_from == out / "checkpoints" / "step-000003" and again.steps == 4
 
 
 def test_batch_stream_is_disjoint_across_ranks_and_resumable() -> None:

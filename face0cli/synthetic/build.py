@@ -376,27 +376,21 @@ def _sole_builder(out: Path) -> Iterator[None]:
     rather than training into it beside the first; and turn a SIGTERM (`kill PID`) into SystemExit, so the stage's
     face0 subprocess is killed with the build (subprocess.call kills its child on any exception) instead of
     going on alone, and a resumed build never trains beside an orphan."""
-    import filelock
+    from face0cli.locks import sole_job
 
-    from face0cli.errors import Face0Error
-
-    lock = filelock.FileLock(str(out / ".build.lock"), timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout as e:
-        raise Face0Error(f"{out} is being built by another face0 synth build; let it finish or stop it first.") from e
     main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread only
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
-    old = signal.signal(signal.SIGTERM, stop) if main else None
-    try:
-        yield
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, old)
-        lock.release()
+    busy = f"{out} is being built by another face0 synth build; let it finish or stop it first."
+    with sole_job(out / ".build.lock", busy):
+        old = signal.signal(signal.SIGTERM, stop) if main else None
+        try:
+            yield
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, old)
 
 
 def build(out: Path, cfg: BuildConfig = BuildConfig(), until: str | None = None, redo: tuple[str, ...] = ()) -> dict:

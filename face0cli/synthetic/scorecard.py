@@ -370,7 +370,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     return res
 
 
-def speed(model_dir: Path, runs: int = 3) -> dict[str, float]:
+def speed(model_dir: Path, runs: int = 3) -> dict[str, Any]:
     """In-process seconds for one 64 px image at 25 DDIM steps and the quickstart's `face0 generate` cold from the
     shell, each against plain diffusers on the same components in the same run (synthetic.speedcheck)."""
     from face0cli.synthetic.package import EXAMPLE_NAMES, EXAMPLES
@@ -423,6 +423,8 @@ def markdown(res: dict[str, Any]) -> str:
             f"; plain diffusers cold on the same components {s['cli_cold_plain_s']:.1f} s, of it importing the "
             f"libraries {s['cli_cold_plain_import_s']:.1f} s; ratio {s['cli_cold_ratio']:.2f}"
         )
+    if s.get("cli_cold_peft"):
+        slowest += "; peft installed (the dev extra): diffusers imports it, which a user's install does not"
     lines.append(f"| `face0 generate` cold from the shell, median of 3 | <= 10 s | {s['cli_cold_s']:.1f} s{slowest} |")
     lines += ["", "c / a on stylised prompts (paper §3.4, Fig. 7):", "", "| c | a | style | identification | gap |"]
     lines.append("|---|---|---|---|---|")

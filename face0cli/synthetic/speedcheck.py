@@ -124,10 +124,15 @@ def in_process(model_dir: str | Path, steps: int | None = None, repeats: int = 5
     }
 
 
-def cold(model_dir: str | Path, face: str, out_png: Path, steps: int | None = None, runs: int = 3) -> dict[str, float]:
+def cold(model_dir: str | Path, face: str, out_png: Path, steps: int | None = None, runs: int = 3) -> dict[str, Any]:
     """Wall seconds of the quickstart's `face0 generate` from a fresh process, alternating with the plain diffusers
     reference in a fresh process (same components, steps, prompt and size). STEPS None: the quickstart's command
-    as it is (the model's own steps, which the reference then takes too); else both get STEPS."""
+    as it is (the model's own steps, which the reference then takes too); else both get STEPS.
+
+    Also says whether peft is installed here (`cli_cold_peft`): diffusers imports it, and transformers' modelling
+    code through it, on every import when it is, which the user's install (no `lora` or `dev` extra) does not pay."""
+    import importlib.util
+
     import numpy as np
 
     face0_cmd = [
@@ -159,6 +164,7 @@ def cold(model_dir: str | Path, face: str, out_png: Path, steps: int | None = No
         "cli_cold_plain_s": float(np.median(plain_s)),
         "cli_cold_ratio": float(statistics.median(f / p for f, p in zip(face0_s, plain_s))),
         "cli_cold_plain_import_s": float(np.median(imports)),
+        "cli_cold_peft": importlib.util.find_spec("peft") is not None,
     }
 
 

@@ -53,6 +53,7 @@ from face0cli.data.prep import TripletFile
 from face0cli.data.readers import open_ref
 from face0cli.errors import BadInput, EmbedderMismatch, Face0Error, ModelError, ParameterError
 from face0cli.library.face_space import FaceGMM, lerp
+from face0cli.locks import sole_job
 from face0cli.model.conditioning import drop_faces, insert_face_tokens
 from face0cli.model.pipeline import FACE0_JSON, Face0Pipeline, StrPath
 from face0cli.model.projector import FaceProjector
@@ -67,6 +68,8 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 """UNet attention projections that get LoRA adapters with --train lora."""
 LOG_COLUMNS = ("step", "loss", "lr", "samples_per_s", "seconds")
 
+LOCK = ".train.lock"
+"""Held in out/ by the main process for the whole run: a second `face0 train` into the same folder stops at once."""
 _after_step: Any = None
 """Test hook: called as _after_step(step, loss) on every process after each optimizer step."""
 
@@ -642,6 +645,7 @@ def train(
         ModelError: the base is not an SD 1.x model or a face0 model.
         NonFiniteLoss: the loss became NaN or infinite; the last good checkpoint is kept.
         MissingPackage: --train lora without peft installed.
+        FolderBusy: another `face0 train` is writing into OUT (its main process holds out/.train.lock).
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -656,123 +660,126 @@ def train(
         raise BadInput(f"the triplet file {trip.path} is empty: it has no triplets to train on.")
     if accelerator is None:
         accelerator = make_accelerator(cfg, out)
-    _check_accumulation(accelerator, cfg)
-    _limit_cpu_threads(accelerator)
-    from accelerate.utils import set_seed
+    out.mkdir(parents=True, exist_ok=True)
+    busy = f"{out} is being trained into by another face0 train; let it finish or stop it first."
+    with sole_job(out / LOCK, busy, hold=accelerator.is_main_process):
+        _check_accumulation(accelerator, cfg)
+        _limit_cpu_threads(accelerator)
+        from accelerate.utils import set_seed
 
-    set_seed(cfg.seed, device_specific=True)
-    pipe = load_model(base, trip.embedder_id, trip.dim, cfg)
-    check_embedder(pipe, trip, base)
-    resolution = _resolution(cfg, pipe, trip)
-    main = accelerator.is_main_process
+        set_seed(cfg.seed, device_specific=True)
+        pipe = load_model(base, trip.embedder_id, trip.dim, cfg)
+        check_embedder(pipe, trip, base)
+        resolution = _resolution(cfg, pipe, trip)
+        main = accelerator.is_main_process
 
-    # 1. The model, optimizer, schedule, EMA
-    trainer = Trainer(pipe, cfg, accelerator)
-    val_rows = [trip[i] for i in range(min(cfg.validation_faces, len(trip)))] if cfg.validate_every else []
-    val_faces = np.stack([r["embedding"] for r in val_rows]) if val_rows else None
-    val_keys = [r["key"] for r in val_rows]
-    partners, excluded = None, None
-    if cfg.identity_pattern:
-        if cfg.reference_exclude:
-            rx = re.compile(cfg.reference_exclude)
-            excluded = [rx.search(c) is not None for c in trip.captions()]
-        partners = identity_groups(trip.keys(), cfg.identity_pattern, excluded)
-    mixes = mix_groups(trip.keys(), cfg.identity_pattern, cfg.mix_pattern, excluded) if cfg.mix_pattern else None
-    trip.close()  # DataLoader workers open their own handle
+        # 1. The model, optimizer, schedule, EMA
+        trainer = Trainer(pipe, cfg, accelerator)
+        val_rows = [trip[i] for i in range(min(cfg.validation_faces, len(trip)))] if cfg.validate_every else []
+        val_faces = np.stack([r["embedding"] for r in val_rows]) if val_rows else None
+        val_keys = [r["key"] for r in val_rows]
+        partners, excluded = None, None
+        if cfg.identity_pattern:
+            if cfg.reference_exclude:
+                rx = re.compile(cfg.reference_exclude)
+                excluded = [rx.search(c) is not None for c in trip.captions()]
+            partners = identity_groups(trip.keys(), cfg.identity_pattern, excluded)
+        mixes = mix_groups(trip.keys(), cfg.identity_pattern, cfg.mix_pattern, excluded) if cfg.mix_pattern else None
+        trip.close()  # DataLoader workers open their own handle
 
-    # 2. Resume: model, optimizer, schedule, EMA and RNG states, and the step (hence the data position)
-    step = 0
-    if resume_dir is not None:
-        step = _load_checkpoint(accelerator, trainer, resume_dir, cfg)
-    ckpt_root, val_root, log_path = out / CHECKPOINTS, out / VALIDATION, out / LOGS / "train.csv"
-    if main:
-        for d in (ckpt_root, val_root, log_path.parent):
-            d.mkdir(parents=True, exist_ok=True)
-        _trim_log(log_path, step)
-    if accelerator.log_with:
-        accelerator.init_trackers("face0", config=_tracker_config(cfg))
+        # 2. Resume: model, optimizer, schedule, EMA and RNG states, and the step (hence the data position)
+        step = 0
+        if resume_dir is not None:
+            step = _load_checkpoint(accelerator, trainer, resume_dir, cfg)
+        ckpt_root, val_root, log_path = out / CHECKPOINTS, out / VALIDATION, out / LOGS / "train.csv"
+        if main:
+            for d in (ckpt_root, val_root, log_path.parent):
+                d.mkdir(parents=True, exist_ok=True)
+            _trim_log(log_path, step)
+        if accelerator.log_with:
+            accelerator.init_trackers("face0", config=_tracker_config(cfg))
 
-    # 3. Data: a seeded stream of micro-batches, continued at the resumed position
-    accum = cfg.gradient_accumulation_steps
-    stream = BatchStream(
-        len(trip),
-        cfg.batch_size,
-        accelerator.process_index,
-        accelerator.num_processes,
-        cfg.seed,
-        start=step * accum,
-        flip=cfg.random_flip,
-        partner=partners is not None,
-    )
-    loader = torch.utils.data.DataLoader(
-        TripletDataset(trip, pipe.tokenizer, resolution, partners, mixes),
-        batch_sampler=stream,
-        num_workers=cfg.num_workers,
-        pin_memory=accelerator.device.type == "cuda",
-        generator=torch.Generator().manual_seed(cfg.seed),  # the workers' seeds do not draw from the global RNG
-    )
+        # 3. Data: a seeded stream of micro-batches, continued at the resumed position
+        accum = cfg.gradient_accumulation_steps
+        stream = BatchStream(
+            len(trip),
+            cfg.batch_size,
+            accelerator.process_index,
+            accelerator.num_processes,
+            cfg.seed,
+            start=step * accum,
+            flip=cfg.random_flip,
+            partner=partners is not None,
+        )
+        loader = torch.utils.data.DataLoader(
+            TripletDataset(trip, pipe.tokenizer, resolution, partners, mixes),
+            batch_sampler=stream,
+            num_workers=cfg.num_workers,
+            pin_memory=accelerator.device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed),  # the workers' seeds do not draw from the global RNG
+        )
 
-    # 4. The loop: optimizer steps until max_steps, logging, validation, checkpoints
-    samples_per_step = cfg.batch_size * accum * accelerator.num_processes
-    validations: list[Path] = []
-    window: list[float] = []
-    last_loss: float | None = None
-    done_here, t_loop, t_window = 0, time.perf_counter(), time.perf_counter()
-    bar = _progress(show_progress and main, cfg.max_steps, step)
-    batches = iter(loader)
-    try:
-        while step < cfg.max_steps:
-            micro_losses = []
-            for _ in range(accum):
-                try:
-                    micro_losses.append(trainer.step(next(batches)))
-                except NonFiniteLoss as e:
-                    raise NonFiniteLoss(_nan_message(e, step + 1, ckpt_root)) from None
-            step += 1
-            done_here += 1
-            window.append(sum(micro_losses) / len(micro_losses))
-            if _after_step is not None:
-                _after_step(step, window[-1])
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                now = time.perf_counter()
-                rate = len(window) * samples_per_step / max(now - t_window, 1e-9)
-                last_loss = sum(window) / len(window)
-                row = {"step": step, "loss": last_loss, "lr": trainer.lr, "samples_per_s": rate}
-                if main:
-                    _append_log(log_path, {**row, "seconds": now - t_start})
-                    if bar is not None:
-                        bar.update(bar.task_ids[0], completed=step, rate=_rate_text(row))
-                if accelerator.log_with:
-                    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
-                window, t_window = [], time.perf_counter()
-            elif bar is not None:
-                bar.update(bar.task_ids[0], completed=step)
-            if cfg.validate_every and step % cfg.validate_every == 0 and val_faces is not None:
-                png = _validate(trainer, cfg, val_faces, val_keys, resolution, val_root, step)
-                if png is not None:
-                    validations.append(png)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                _save_checkpoint(accelerator, cfg, ckpt_root, step)
-    finally:
-        if bar is not None:
-            bar.stop()
-        del batches
-    seconds_loop = time.perf_counter() - t_loop
+        # 4. The loop: optimizer steps until max_steps, logging, validation, checkpoints
+        samples_per_step = cfg.batch_size * accum * accelerator.num_processes
+        validations: list[Path] = []
+        window: list[float] = []
+        last_loss: float | None = None
+        done_here, t_loop, t_window = 0, time.perf_counter(), time.perf_counter()
+        bar = _progress(show_progress and main, cfg.max_steps, step)
+        batches = iter(loader)
+        try:
+            while step < cfg.max_steps:
+                micro_losses = []
+                for _ in range(accum):
+                    try:
+                        micro_losses.append(trainer.step(next(batches)))
+                    except NonFiniteLoss as e:
+                        raise NonFiniteLoss(_nan_message(e, step + 1, ckpt_root)) from None
+                step += 1
+                done_here += 1
+                window.append(sum(micro_losses) / len(micro_losses))
+                if _after_step is not None:
+                    _after_step(step, window[-1])
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    now = time.perf_counter()
+                    rate = len(window) * samples_per_step / max(now - t_window, 1e-9)
+                    last_loss = sum(window) / len(window)
+                    row = {"step": step, "loss": last_loss, "lr": trainer.lr, "samples_per_s": rate}
+                    if main:
+                        _append_log(log_path, {**row, "seconds": now - t_start})
+                        if bar is not None:
+                            bar.update(bar.task_ids[0], completed=step, rate=_rate_text(row))
+                    if accelerator.log_with:
+                        accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
+                    window, t_window = [], time.perf_counter()
+                elif bar is not None:
+                    bar.update(bar.task_ids[0], completed=step)
+                if cfg.validate_every and step % cfg.validate_every == 0 and val_faces is not None:
+                    png = _validate(trainer, cfg, val_faces, val_keys, resolution, val_root, step)
+                    if png is not None:
+                        validations.append(png)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    _save_checkpoint(accelerator, cfg, ckpt_root, step)
+        finally:
+            if bar is not None:
+                bar.stop()
+            del batches
+        seconds_loop = time.perf_counter() - t_loop
 
-    # 5. The model directory: EMA weights, GMM of the training embeddings, the settings
-    model_dir = _export(accelerator, trainer, cfg, base, trip, out, step, validations)
-    accelerator.end_training()
-    return TrainResult(
-        model_dir=model_dir,
-        steps=step,
-        loss=last_loss,
-        checkpoints=list_checkpoints(out),
-        validation=validations,
-        log=log_path,
-        seconds=time.perf_counter() - t_start,
-        samples_per_s=done_here * samples_per_step / max(seconds_loop, 1e-9),
-        resumed_from=resume_dir,
-    )
+        # 5. The model directory: EMA weights, GMM of the training embeddings, the settings
+        model_dir = _export(accelerator, trainer, cfg, base, trip, out, step, validations)
+        accelerator.end_training()
+        return TrainResult(
+            model_dir=model_dir,
+            steps=step,
+            loss=last_loss,
+            checkpoints=list_checkpoints(out),
+            validation=validations,
+            log=log_path,
+            seconds=time.perf_counter() - t_start,
+            samples_per_s=done_here * samples_per_step / max(seconds_loop, 1e-9),
+            resumed_from=resume_dir,
+        )
 
 
 def make_accelerator(cfg: TrainConfig, out: Path) -> Any:
