@@ -486,6 +486,34 @@ def test_synth_build_takes_the_worlds_planted_bias_and_hair_drop(tmp_path: Path)
     assert not (tmp_path / "x").exists()
 
 
+def test_synth_build_takes_the_worlds_sizes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from face0cli.cli.app import app
+    from tests.test_cli import assert_clean_error
+
+    args = ["synth", "build", "--quick", "--until", "world", "--out"]
+    sizes = ["--identities", "6", "--per-identity", "3", "--override-extra", "2"]
+    r = CliRunner().invoke(app, [*args, str(tmp_path / "b"), *sizes])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "b" / "build.json").read_text())
+    assert (cfg["ids_train"], cfg["per_train"], cfg["override_extra"]) == (6, 3, 2)
+    assert cfg["ids_heldout"] == 4 and cfg["base_steps"] == 2  # the rest stays --quick's
+    train = read_truth(tmp_path / "b" / "world", "train")
+    assert len({r["identity"] for r in train}) == 6 and len(train) == 6 * 3
+    r = CliRunner().invoke(app, [*args, str(tmp_path / "c")])  # unsaid: the quick build's own sizes
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "c" / "build.json").read_text())["ids_train"] == 12
+    for bad, line in (
+        (["--identities", "1"], "the build morphs pairs of training identities: --identities must be >= 2."),
+        (["--identities", "0"], "--identities must be >= 1, got 0."),
+        (["--per-identity", "0"], "--per-identity must be >= 1, got 0."),
+        (["--override-extra", "-1"], "--override-extra must be >= 0, got -1."),
+    ):
+        assert_clean_error(CliRunner().invoke(app, [*args, str(tmp_path / "x"), *bad]), line)
+        assert not (tmp_path / "x").exists()
+
+
 def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp_path: Path) -> None:
     from dataclasses import replace
 

@@ -30,6 +30,15 @@ def _check_shares(**shares: float) -> None:
             raise ParameterError(f"--{name.replace('_', '-')} must be between 0 and 1, got {share}.")
 
 
+def _check_counts(minimum: int, **counts: int | None) -> None:
+    """Each count option given (by its parameter name) is at least MINIMUM, or one error line names the option."""
+    from face0cli.errors import ParameterError
+
+    for name, v in counts.items():
+        if v is not None and v < minimum:
+            raise ParameterError(f"--{name.replace('_', '-')} must be >= {minimum}, got {v}.")
+
+
 @synth_app.command("world")
 def world(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the data set.", show_default=False)],
@@ -75,12 +84,8 @@ def world(
     from face0cli.errors import ParameterError
     from face0cli.synthetic.world import WorldConfig, write_world
 
-    for name, v in (("identities", identities), ("per-identity", per_identity), ("heldout", heldout)):
-        if v < 1:
-            raise ParameterError(f"--{name} must be >= 1, got {v}.")
-    for name, v in (("override-extra", override_extra), ("morph-pairs", morph_pairs)):
-        if v < 0:
-            raise ParameterError(f"--{name} must be >= 0, got {v}.")
+    _check_counts(1, identities=identities, per_identity=per_identity, heldout=heldout)
+    _check_counts(0, override_extra=override_extra, morph_pairs=morph_pairs)
     _check_shares(base_beard_drop=base_beard_drop, base_profession=base_profession, base_hair_drop=base_hair_drop)
     if morph_pairs and identities < 2:
         raise ParameterError("--morph-pairs needs at least 2 training identities.")
@@ -111,6 +116,17 @@ def build(
         float,
         typer.Option("--base-hair-drop", help="With --planted hair: as synth world's --base-hair-drop."),
     ] = 1.0,
+    identities: Annotated[
+        int | None, typer.Option("--identities", help="Training identities (default 400; 12 with --quick).")
+    ] = None,
+    per_identity: Annotated[
+        int | None,
+        typer.Option("--per-identity", help="Images of each training identity (default 20; 4 with --quick)."),
+    ] = None,
+    override_extra: Annotated[
+        int | None,
+        typer.Option("--override-extra", help="Extra hair-override images per training identity (default 5)."),
+    ] = None,
 ) -> None:
     """Build the embedded default model from nothing: portraits -> embedder and judge -> VAE -> prep -> base
     model -> Face0 stage -> tune stage -> package -> example characters -> scorecard. Rerun to resume after a
@@ -122,8 +138,18 @@ def build(
     from face0cli.synthetic.default import DEFAULT_MODEL_DIR
 
     _check_shares(base_hair_drop=base_hair_drop)
+    _check_counts(1, identities=identities, per_identity=per_identity)
+    _check_counts(0, override_extra=override_extra)
     base = BuildConfig.quick() if quick else BuildConfig()
-    cfg = replace(base, seed=seed, planted=planted.value, base_hair_drop=base_hair_drop)
+    sizes = {"ids_train": identities, "per_train": per_identity, "override_extra": override_extra}
+    cfg = replace(
+        base, seed=seed, planted=planted.value, base_hair_drop=base_hair_drop,
+        **{k: v for k, v in sizes.items() if v is not None},
+    )  # fmt: skip
+    if cfg.morph_pairs and cfg.ids_train < 2:
+        from face0cli.errors import ParameterError
+
+        raise ParameterError("the build morphs pairs of training identities: --identities must be >= 2.")
     results = run_build(out, cfg, until=until.value if until else None, redo=tuple(s.value for s in redo or ()))
     typer.echo(json.dumps({k: v.get("seconds") for k, v in results.items()}))
     if install:
