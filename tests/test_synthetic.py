@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -355,6 +359,84 @@ def test_one_build_per_folder_and_a_killed_build_takes_its_stage_subprocess_with
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
     with _sole_builder(out):  # and the folder is free again
         pass
+
+
+_ORPHANED_STAGE = """
+import subprocess
+import sys
+import time
+from face0cli.locks import child_env
+
+child = "import os, sys, time; from face0cli.locks import die_with_parent; die_with_parent(); "
+child += "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+subprocess.Popen([sys.executable, "-c", child, sys.argv[1]], env=child_env())
+time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether PID is a live process (a zombie waiting for its reaper is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_stage_subprocess_dies_with_a_sigkilled_build(tmp_path: Path) -> None:
+    """A SIGKILL cannot be caught, so the build cannot stop its stage then; the stage (started with child_env, as
+    the build's _face0 starts `python -m face0cli`, whose main calls die_with_parent) gets a SIGTERM from Linux
+    when its parent dies, instead of training on alone."""
+    import signal
+    import subprocess
+
+    pidfile = tmp_path / "stage.pid"
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHANED_STAGE, str(pidfile)])
+    stage = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.is_file() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stage = int(pidfile.read_text())
+        assert _running(stage)
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _running(stage) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(stage), "the stage outlived its killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if stage and _running(stage):
+            os.kill(stage, signal.SIGKILL)
+
+
+def test_the_builds_stages_run_as_children_that_die_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_face0 starts `python -m face0cli` with $FACE0_DIE_WITH_PARENT set to the build's pid, and the CLI's main
+    reads it: started with a pid that is not its parent's, the command stops before doing anything."""
+    import subprocess
+
+    from face0cli.locks import PARENT_ENV
+    from face0cli.synthetic import build as b
+
+    seen: dict[str, Any] = {}
+
+    def call(cmd: list[str], **kw: Any) -> int:
+        seen.update(cmd=cmd, env=kw["env"])
+        return 0
+
+    monkeypatch.setattr(b.subprocess, "call", call)
+    b._face0(["--help"], tmp_path / "log.txt")
+    assert seen["cmd"][1:3] == ["-m", "face0cli"] and seen["env"][PARENT_ENV] == str(os.getpid())
+    monkeypatch.undo()
+    env = os.environ | {PARENT_ENV: "1"}  # pid 1 is nobody's parent here
+    res = subprocess.run([sys.executable, "-m", "face0cli", "--help"], env=env, capture_output=True, timeout=120)
+    assert res.returncode == 143 and b"Usage" not in res.stdout
+    res = subprocess.run([sys.executable, "-m", "face0cli", "--help"], env=os.environ | {PARENT_ENV: str(os.getpid())},
+                         capture_output=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0 and b"Usage" in res.stdout
 
 
 @pytest.mark.slow

@@ -389,6 +389,9 @@ def _embeddings_of(source: Path, embedder_id: str) -> tuple[Any, str]:
 
 def main() -> None:
     """Entry point of the `face0` console script."""
+    from face0cli.locks import die_with_parent
+
+    die_with_parent()
     app()
 
 

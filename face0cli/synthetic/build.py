@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from face0cli.console import console
+from face0cli.locks import child_env
 from face0cli.synthetic import STAGES
 
 # captions of the images that the tune stage never conditions on (their hair is not the person's)
@@ -139,7 +140,7 @@ def _face0(args: list[str], log: Path) -> None:
     with open(log, "a", encoding="utf-8") as f:
         f.write("$ face0 " + " ".join(args) + "\n")
         f.flush()
-        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=child_env())
     if rc != 0:
         from face0cli.errors import Face0Error
 
