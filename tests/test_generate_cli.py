@@ -379,6 +379,18 @@ def test_debias_and_keep_a_face(tmp_path: Path, model_dir: Path) -> None:
     r = run("debias", "--prompt", "a stock photo of a doctor", "--n", 3, "--steps", 2, "--seed", 10, "--out", out)
     assert r.exit_code == 0, r.output
     assert (out / "grid.png").exists() and len(list(out.glob("debias-*.png"))) == 3
+    from face0cli.config import DEBIAS_A, DEBIAS_C
+
+    params = json.loads(Image.open(out / "debias-000.png").text["face0"])
+    assert (params["c"], params["a"]) == (DEBIAS_C, DEBIAS_A) != (1.0, 0.0)  # mostly the face alone, by default
+    assert params["unet_calls_per_step"] == 3  # u, f and df
+    plain = tmp_path / "plain"
+    r = run(
+        "debias", "--prompt", "a stock photo of a doctor", "--n", 1, "--steps", 2, "--c", 1, "--a", 0, "--out", plain
+    )
+    assert r.exit_code == 0, r.output
+    params = json.loads(Image.open(plain / "debias-000.png").text["face0"])
+    assert (params["c"], params["a"], params["unet_calls_per_step"]) == (1.0, 0.0, 2)  # the paper's: u and df
     r = run("character", "new", "doc1", "--from-debias", out, "--index", 1)
     assert r.exit_code == 0, r.output
     gmm = FaceGMM.load(model_dir / "gmm")

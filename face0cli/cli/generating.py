@@ -34,7 +34,7 @@ from face0cli.cli.options import (
     check_writable,
     print_json,
 )
-from face0cli.config import SAMPLE_DEFAULTS
+from face0cli.config import DEBIAS_A, DEBIAS_C, SAMPLE_DEFAULTS
 from face0cli.console import console, error
 
 DEFAULT_OUT = Path("face0-out")
@@ -247,8 +247,15 @@ def debias(
     model: ModelOpt = None,
     seed: SeedOpt = 0,
     w: WOpt = SAMPLE_DEFAULTS.w,
-    c: COpt = SAMPLE_DEFAULTS.c,
-    a: AOpt = SAMPLE_DEFAULTS.a,
+    c: Annotated[
+        float,
+        typer.Option(
+            "--c",
+            help="Weight of text+face; the rest goes to the face alone (--a 1), so the words cannot pull "
+            "the face. 1 (with --a 0): the paper's plain sampling.",
+        ),
+    ] = DEBIAS_C,
+    a: AOpt = DEBIAS_A,
     steps: StepsOpt = None,
     scheduler: SchedulerOpt = DEFAULT_SCHEDULER,
     size: SizeOpt = None,
@@ -261,7 +268,8 @@ def debias(
     dtype: DtypeOpt = "fp32",
     as_json: JsonOpt = False,
 ) -> None:
-    """Counter the model's bias: every image gets a fresh random face from the GMM (paper §3.1)."""
+    """Counter the model's bias: every image gets a fresh random face from the GMM (paper §3.1), and half the
+    guidance comes from that face alone (--c 0.5 --a 1), so the prompt's words pull the face less."""
     from face0cli.config import SampleConfig
     from face0cli.errors import ParameterError
     from face0cli.generation.generate import Face, Request, check_batch, parse_size
