@@ -246,6 +246,33 @@ def test_the_scorecard_counts_identification_as_face0_eval_does() -> None:
     assert out["accuracy"] == pytest.approx(np.mean(want)) and out["gap"] == pytest.approx(np.mean(gaps))
 
 
+def test_interpolation_by_seed_averages_the_judges_noise_out_of_each_pair() -> None:
+    from face0cli.synthetic.scorecard import _monotone, interpolation_by_seed
+
+    ts = np.linspace(0, 1, 6)
+    fall = 1.0 - ts  # a pair whose face moves from A to B
+    flat = np.full(6, 0.5)  # a pair whose face never moves
+    noise = np.array([[0, 0.1, 0, 0, 0, 0], [0, -0.1, 0, 0, 0, 0], [0, 0, 0, 0.3, 0, 0]])  # +-: cancels over seeds
+    sims = np.concatenate([np.stack([fall + noise[s], flat + noise[s]]) for s in range(3)])  # seed-major
+    morphs = np.concatenate([np.stack([fall, fall])] * 3)
+    out = interpolation_by_seed(sims, morphs, 2, ts)
+    assert out["seeds"] == 3 and out["pairs"] == 2 and out["t"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    # one by one, the falling pair passes at its first two seeds (not the third's +0.3), the flat one never
+    assert out["model"]["strips"] == _monotone(sims) == pytest.approx(2 / 6)
+    # averaged over the seeds, the falling pair passes (+0.1 at t = 0.6 is no rise there) and the flat one fails
+    assert out["model"]["pairs_seed_mean"] == 0.5 and out["world_morphs"]["pairs_seed_mean"] == 1.0
+    assert out["model"]["mean_curve"][0] == pytest.approx(0.75) and out["world_morphs"]["strips"] == 1.0
+
+
+def test_wilson_interval() -> None:
+    from face0cli.synthetic.scorecard import wilson
+
+    lo, hi = wilson(46, 200)  # 0.23 of 200
+    assert lo == pytest.approx(0.177, abs=1e-3) and hi == pytest.approx(0.293, abs=1e-3)
+    assert wilson(0, 40)[0] == 0.0 and 0.0 < wilson(0, 40)[1] < 0.1 and wilson(40, 40)[1] == 1.0
+    assert wilson(0, 0) == [0.0, 1.0]
+
+
 def test_synthetic_embedder_takes_portraits_whole_and_photos_through_mtcnn(tmp_path: Path, photo_dir: Path) -> None:
     from face0cli.errors import NoFaceFound
     from face0cli.faces.embedders import embed_photo
@@ -637,7 +664,12 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert card["identification"]["eval"]["images"] == cfg.ids_heldout * 5 * 2
     assert len((out / "scorecard" / "eval" / "results.jsonl").read_text().splitlines()) == cfg.ids_heldout * 5 * 2
     assert all((out / "scorecard" / f).is_file() for f in ("grid.png", "override.png", "strips.png"))
-    assert card["interpolation_strips"] == 4 and card["speed"]["cli_cold_max_s"] >= card["speed"]["cli_cold_s"]
+    assert card["interpolation_strips"] == 8 and card["speed"]["cli_cold_max_s"] >= card["speed"]["cli_cold_s"]
+    by_seed = card["interpolation_by_seed"]  # the quick build's two seeds, each pair averaged over them
+    assert by_seed["seeds"] == 2 and by_seed["pairs"] == cfg.ids_heldout and len(by_seed["model"]["mean_curve"]) == 6
+    assert by_seed["model"]["strips"] == card["interpolation_monotone"]  # the bar's strips are all of them here
+    lo, hi = card["debias"]["doctor"]["text_only_ci95"]
+    assert card["debias"]["doctor"]["images"] == 20 and lo <= card["debias"]["doctor"]["text_only"] <= hi
     # beside plain diffusers on the same components, cold and in-process, in the same run
     sp = card["speed"]
     assert 0 < sp["cli_cold_plain_import_s"] < sp["cli_cold_plain_s"] and sp["cli_cold_ratio"] > 0

@@ -20,10 +20,16 @@ What each figure is (held-out identities never seen by the model, the embedder o
 - interpolation (paper §3.3): 6-step strips between two held-out identities (each identity is A once, at two
   seeds: 40 strips); judge similarity to A must fall monotonically (a rise of at most 0.02 between neighbours).
   The same test on the world's own morphs of the same pairs (portraits.morph, drawn in the strips' scene) is
-  what a model that morphs exactly as the world does would score under this judge.
+  what a model that morphs exactly as the world does would score under this judge. Beside the bar's 40 strips,
+  the same pairs at 6 seeds: all 120 strips one by one, and each pair's similarities averaged over its 6 seeds
+  before the test, which takes most of the judge's noise out (interpolation_by_seed).
 - debias (paper §3.1, Fig. 3): the planted bias (the world's `planted`: doctors with grey hair and teachers with
-  blonde hair, or doctors with beards); the judge's hair (or beard) head on 40 text-only generations and 40
-  `debias` generations (a fresh random face each) per profession, against the training identities' base rate.
+  blonde hair, or doctors with beards); the judge's hair (or beard) head on 200 text-only generations and 200
+  `debias` generations (a fresh random face each, at `face0 debias`'s guidance, config.DEBIAS_C / DEBIAS_A; and
+  the same faces at the paper's plain sampling, c = 1, a = 0) per profession, with 95% Wilson intervals, against
+  the training identities' base rate and the rate the same faces get under "a photo of a person" (neutral: a
+  word that says nothing, what debias can reach at best); and how often the debiased images still have the
+  shirt and background asked for.
   The prompt is "a photo of a {doctor, teacher} in a purple shirt on a yellow background" (colours that name no
   hair; "in a grey shirt on a blue background" for the beard bias).
 - speed: one 64 px image at 25 steps in-process (median of 5), and the quickstart's `face0 generate` (an example
@@ -43,11 +49,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from face0cli.config import DEBIAS_A, DEBIAS_C
 from face0cli.synthetic.nets import HEADS, JudgeNet, judge_images, load_net
 from face0cli.synthetic.portraits import HAIR_OVERRIDE
 
 EVAL_SPEC = "heldout-eval.yaml"
 """The spec of the identification run that the scorecard writes beside scorecard.json (`face0 eval` reads it)."""
+INTERP_SEEDS = (11, 12, 13, 14, 15, 16)
+"""The interpolation strips' seeds: the bar's figure counts the first two (40 strips); interpolation_by_seed all."""
+DEBIAS_IMAGES = 200
+"""Generations per profession and per mode (text only, debias) of the debias figures: a rate's 95% interval is
+about +-0.06 at 200 (+-0.13 at 40, what it was)."""
 EVAL_BATCH = 20
 """Images per pipeline call of the identification run (`face0 eval --batch 20`), as Scorer.generate batches the
 other figures: each image keeps its own seed and is the unbatched one up to float rounding (at most 1/255)."""
@@ -205,6 +217,37 @@ class Scorer:
         return path
 
 
+def interpolation_by_seed(sims: np.ndarray, morphs: np.ndarray, n_pairs: int, ts: np.ndarray) -> dict[str, Any]:
+    """The interpolation test with the judge's noise averaged out: SIMS and MORPHS are (seeds x pairs, steps)
+    similarities to A of the model's strips and of the world's own morphs, seed-major. Each strip tested alone
+    over every seed, and each pair's similarities averaged over the seeds before the test (a pair's face moves the
+    same way at every seed; the judge's noise does not), with the mean curves."""
+    n_seeds = len(sims) // n_pairs
+    by = {"model": sims.reshape(n_seeds, n_pairs, -1), "world_morphs": morphs.reshape(n_seeds, n_pairs, -1)}
+    return {
+        "seeds": n_seeds,
+        "pairs": n_pairs,
+        "t": [round(float(t), 3) for t in ts],
+        **{
+            k: {
+                "strips": _monotone(v.reshape(-1, v.shape[-1])),
+                "pairs_seed_mean": _monotone(v.mean(0)),
+                "mean_curve": [round(float(x), 3) for x in v.mean((0, 1))],
+            }
+            for k, v in by.items()
+        },
+    }
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> list[float]:
+    """The 95% Wilson score interval of a rate of HITS in N (no interval outside [0, 1], sane at 0 and N)."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = hits / n
+    mid, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [round(float((mid - half) / (1 + z * z / n)), 3), round(float((mid + half) / (1 + z * z / n)), 3)]
+
+
 def _monotone(sims: np.ndarray) -> float:
     """The share of strips (rows of judge similarities to A) that fall monotonically: no rise above 0.02."""
     return float(np.mean(np.all(np.diff(sims, axis=1) <= 0.02, axis=1)))
@@ -313,8 +356,10 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
                 total += 1
     res["consistency"] = hits / total
 
-    # 5. interpolation strips between held-out identities: each identity is A once, at two seeds
-    strips = [(k, (k + n_id // 2) % n_id, s) for s in ((11,) if quick else (11, 12)) for k in range(n_id)]
+    # 5. interpolation strips between held-out identities: each identity is A once, at each seed (the bar's
+    # figure at the first two seeds, 40 strips; all seeds, and each pair averaged over the seeds, beside it)
+    strip_seeds = (11, 12) if quick else INTERP_SEEDS
+    strips = [(k, (k + n_id // 2) % n_id, s) for s in strip_seeds for k in range(n_id)]
     ts = np.linspace(0, 1, 6)
     s_faces = np.concatenate(
         [np.stack([(1 - t) * sc.faces[a] + t * sc.faces[b] for t in ts]) for a, b, _ in strips]
@@ -323,9 +368,12 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     zs, _ = sc.read(s_images)
     zs = zs.reshape(len(strips), len(ts), -1)
     sims = np.stack([zs[j] @ sc.centroids[a] for j, (a, _, _) in enumerate(strips)])
-    res["interpolation_monotone"] = _monotone(sims)
-    res["interpolation_strips"] = len(strips)
-    res["interpolation_world_morphs"] = _monotone(np.stack([sc.morph_strip(a, b, s, ts) for a, b, s in strips]))
+    morphs = np.stack([sc.morph_strip(a, b, s, ts) for a, b, s in strips])
+    bar = 2 * n_id  # the first two seeds' strips (the only two in a quick scorecard)
+    res["interpolation_monotone"] = _monotone(sims[:bar])
+    res["interpolation_strips"] = bar
+    res["interpolation_world_morphs"] = _monotone(morphs[:bar])
+    res["interpolation_by_seed"] = interpolation_by_seed(sims, morphs, n_id, ts)
     strip_images = [s_images[j * len(ts) : (j + 1) * len(ts)] for j in range(min(4, len(strips)))]
     _grid(np.concatenate(strip_images), 6).save(out / "strips.png")
 
@@ -336,28 +384,43 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     train = read_truth(world, "train")
     # worlds written before the hair bias have no "planted" setting: they planted beards
     planted = json.loads((Path(world) / "world.json").read_text())["config"].get("planted", "beard")
-    n_deb = 20 if quick else 40
-    deb: dict[str, Any] = {"planted": planted}
+    n_deb = 20 if quick else DEBIAS_IMAGES
+    deb: dict[str, Any] = {"planted": planted, "c": DEBIAS_C, "a": DEBIAS_A}
+    # shirt and background in colours that name no hair, for the hair bias
+    shirt, background = ("purple", "yellow") if planted == "hair" else ("grey", "blue")
+    seeds_d = list(range(100, 100 + n_deb))
+    rnd = sc.gmm.sample(n_deb, seed=99).astype(np.float32)
+
+    def debiased(job: str) -> dict[str, np.ndarray]:
+        prompt = [f"a photo of a {job} in a {shirt} shirt on a {background} background"] * n_deb
+        return sc.read(sc.generate(prompt, rnd, seeds_d, c=DEBIAS_C, a=DEBIAS_A))[1]  # `face0 debias`'s guidance
+
+    neutral = debiased("person")  # the same faces under a word that says nothing: what debias can reach
     for job in ("doctor", "teacher"):
-        if planted == "hair":  # shirt and background in colours that name no hair
+        if planted == "hair":
             head, value = "hair", next(c for c, p in PLANTED_HAIR.items() if p == job)
             trait = lambda r: planted_hair(r["traits"])  # noqa: E731
-            prompt = [f"a photo of a {job} in a purple shirt on a yellow background"] * n_deb
         else:
             head, value = "beard", "beard"
             trait = lambda r: r["traits"]["beard"]  # noqa: E731
-            prompt = [f"a photo of a {job} in a grey shirt on a blue background"] * n_deb
-        seeds_d = list(range(100, 100 + n_deb))
+        prompt = [f"a photo of a {job} in a {shirt} shirt on a {background} background"] * n_deb
         _, a_txt = sc.read(sc.generate(prompt, None, seeds_d))
-        rnd = sc.gmm.sample(n_deb, seed=99).astype(np.float32)
-        _, a_deb = sc.read(sc.generate(prompt, rnd, seeds_d))
+        a_deb = debiased(job)
+        _, a_plain = sc.read(sc.generate(prompt, rnd, seeds_d))  # the paper's plain sampling, the same faces
         in_data = [trait(r) == value for r in train if r["attributes"]["profession"] == job]
+
+        def count(attrs: dict[str, np.ndarray], head: str = head, value: str = value) -> int:
+            return int(np.sum(attrs[head] == value))
+
+        modes = {"text_only": a_txt, "debias": a_deb, "debias_plain": a_plain, "neutral": neutral}
         deb[job] = {
             "trait": f"{value} hair" if head == "hair" else "beard",
             "base_rate": float(np.mean([trait(r) == value for r in train])),
             "training_captions": float(np.mean(in_data)) if in_data else None,
-            "text_only": float(np.mean(a_txt[head] == value)),
-            "debias": float(np.mean(a_deb[head] == value)),
+            **{k: count(v) / n_deb for k, v in modes.items()},
+            "images": n_deb,
+            **{f"{k}_ci95": wilson(count(v), n_deb) for k, v in modes.items()},
+            "debias_prompt_control": float(np.mean((a_deb["shirt"] == shirt) & (a_deb["background"] == background))),
         }
     res["debias"] = deb
     res["generation_seconds"] = round(time.perf_counter() - t0, 1)
@@ -405,14 +468,30 @@ def markdown(res: dict[str, Any]) -> str:
             "| ... the world's own morphs of the same pairs, judged the same way | what an exact morph scores "
             f"| {res['interpolation_world_morphs']:.3f} |"
         )
+    if "interpolation_by_seed" in res:
+        b = res["interpolation_by_seed"]
+        m, wm = b["model"], b["world_morphs"]
+        lines.append(
+            f"| ... each of the {b['pairs']} pairs averaged over {b['seeds']} seeds (and its {b['seeds'] * b['pairs']} "
+            f"strips one by one), the model / the world's morphs | the judge's noise averaged out "
+            f"| {m['pairs_seed_mean']:.3f} ({m['strips']:.3f}) / {wm['pairs_seed_mean']:.3f} ({wm['strips']:.3f}) |"
+        )
     d = res["debias"]
     for job in ("doctor", "teacher"):
         j = d[job]
         trait, base = j.get("trait", "beard"), j.get("base_rate", d.get("base_rate", 0.0))
+
+        def rate(key: str, j: dict[str, Any] = j) -> str:
+            ci = j.get(f"{key}_ci95")
+            return f"{j[key]:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+        n = f", {j['images']} images each, 95% intervals" if "images" in j else ""
+        plain = f" (the paper's plain sampling: {rate('debias_plain')})" if "debias_plain" in j else ""
+        plain += f"; 'person', the same faces: {rate('neutral')}" if "neutral" in j else ""
         lines.append(
-            f"| debias '{job}': {trait} rate, training captions -> text only -> debias (base rate {base:.2f}) "
-            f"| debias within a few points of the base rate | {j['training_captions']:.2f} -> {j['text_only']:.2f} -> "
-            f"{j['debias']:.2f} |"
+            f"| debias '{job}': {trait} rate, training captions -> text only -> debias (base rate {base:.2f}{n}) "
+            f"| debias within a few points of the base rate | {j['training_captions']:.2f} -> {rate('text_only')} -> "
+            f"{rate('debias')}{plain} |"
         )
     s = res["speed"]
     plain = f"; plain diffusers, same modules: {s['in_process_plain_s']:.2f} s" if "in_process_plain_s" in s else ""
