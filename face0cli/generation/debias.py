@@ -40,6 +40,8 @@ def debias(
 ) -> DebiasRun:
     """Render N images of BASE's prompt, image i at seed base.seed + i with the GMM's face of that seed, into OUT:
     debias-000.png..., grid.png (4 columns) and faces.safetensors. BATCH: images per pipeline call (render_all).
+    BASE is sampled as its SampleConfig says: `face0 debias` gives it config.DEBIAS_C / DEBIAS_A (half the guidance
+    from the face alone), SampleConfig's own default is the paper's plain c = 1, a = 0.
 
     Raises:
         ParameterError: n < 1. ModelError: the model has no GMM. BadInput: an output exists and not FORCE.
