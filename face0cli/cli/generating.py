@@ -251,8 +251,8 @@ def debias(
         float,
         typer.Option(
             "--c",
-            help="Weight of text+face; the rest goes to the face alone (--a 1), so the words cannot pull "
-            "the face. 1 (with --a 0): the paper's plain sampling.",
+            help="Weight of text+face; the rest goes to the face alone (--a 1), so the words pull the face "
+            "less. 1 (with --a 0): the paper's plain sampling.",
         ),
     ] = DEBIAS_C,
     a: AOpt = DEBIAS_A,

@@ -58,8 +58,8 @@ EVAL_SPEC = "heldout-eval.yaml"
 INTERP_SEEDS = (11, 12, 13, 14, 15, 16)
 """The interpolation strips' seeds: the bar's figure counts the first two (40 strips); interpolation_by_seed all."""
 DEBIAS_IMAGES = 200
-"""Generations per profession and per mode (text only, debias) of the debias figures: a rate's 95% interval is
-about +-0.06 at 200 (+-0.13 at 40, what it was)."""
+"""Generations per profession and per mode (text only, debias, the paper's plain sampling; and the neutral
+'person') of the debias figures: a rate's 95% interval is about +-0.06 at 200 (+-0.13 at 40, what it was)."""
 EVAL_BATCH = 20
 """Images per pipeline call of the identification run (`face0 eval --batch 20`), as Scorer.generate batches the
 other figures: each image keeps its own seed and is the unbatched one up to float rounding (at most 1/255)."""
