@@ -440,6 +440,7 @@ def test_a_stage_subprocess_dies_with_a_sigkilled_build(tmp_path: Path) -> None:
             os.kill(stage, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_the_builds_stages_run_as_children_that_die_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """_face0 starts `python -m face0cli` with $FACE0_DIE_WITH_PARENT set to the build's pid, and the CLI's main
     reads it: started with a pid that is not its parent's, the command stops before doing anything."""

@@ -239,13 +239,14 @@ def interpolation_by_seed(sims: np.ndarray, morphs: np.ndarray, n_pairs: int, ts
     }
 
 
-def wilson(hits: int, n: int, z: float = 1.96) -> list[float]:
-    """The 95% Wilson score interval of a rate of HITS in N (no interval outside [0, 1], sane at 0 and N)."""
+def wilson(hits: int, n: int) -> list[float]:
+    """The 95% Wilson score interval of a rate of HITS in N (scipy's), rounded to 3 places; [0, 1] when N is 0."""
     if n == 0:
         return [0.0, 1.0]
-    p = hits / n
-    mid, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [round(float((mid - half) / (1 + z * z / n)), 3), round(float((mid + half) / (1 + z * z / n)), 3)]
+    from scipy.stats import binomtest
+
+    ci = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [round(float(ci.low), 3), round(float(ci.high), 3)]
 
 
 def _monotone(sims: np.ndarray) -> float:
@@ -391,9 +392,11 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     seeds_d = list(range(100, 100 + n_deb))
     rnd = sc.gmm.sample(n_deb, seed=99).astype(np.float32)
 
+    def prompts(job: str) -> list[str]:
+        return [f"a photo of a {job} in a {shirt} shirt on a {background} background"] * n_deb
+
     def debiased(job: str) -> dict[str, np.ndarray]:
-        prompt = [f"a photo of a {job} in a {shirt} shirt on a {background} background"] * n_deb
-        return sc.read(sc.generate(prompt, rnd, seeds_d, c=DEBIAS_C, a=DEBIAS_A))[1]  # `face0 debias`'s guidance
+        return sc.read(sc.generate(prompts(job), rnd, seeds_d, c=DEBIAS_C, a=DEBIAS_A))[1]  # `face0 debias`'s guidance
 
     neutral = debiased("person")  # the same faces under a word that says nothing: what debias can reach
     for job in ("doctor", "teacher"):
@@ -403,10 +406,9 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
         else:
             head, value = "beard", "beard"
             trait = lambda r: r["traits"]["beard"]  # noqa: E731
-        prompt = [f"a photo of a {job} in a {shirt} shirt on a {background} background"] * n_deb
-        _, a_txt = sc.read(sc.generate(prompt, None, seeds_d))
+        _, a_txt = sc.read(sc.generate(prompts(job), None, seeds_d))
         a_deb = debiased(job)
-        _, a_plain = sc.read(sc.generate(prompt, rnd, seeds_d))  # the paper's plain sampling, the same faces
+        _, a_plain = sc.read(sc.generate(prompts(job), rnd, seeds_d))  # the paper's plain sampling, the same faces
         in_data = [trait(r) == value for r in train if r["attributes"]["profession"] == job]
 
         def count(attrs: dict[str, np.ndarray], head: str = head, value: str = value) -> int:
