@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -162,15 +163,39 @@ def test_base_profession_names_a_planted_profession_in_the_base_captions_only() 
     assert all(" of a person" in base_caption(plain, s) or s.scene.profession for s in rows)
 
 
-def test_planted_bias_ties_professions_to_beards() -> None:
-    cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1, planted="beard")
-    from face0cli.synthetic.world import samples
+@pytest.mark.parametrize("planted", ["beard", "bald"])
+def test_planted_bias_ties_professions_to_beards_or_bald_heads(planted: str) -> None:
+    from face0cli.synthetic.world import base_caption, samples
 
+    cfg = WorldConfig(ids_train=120, per_train=10, ids_heldout=1, per_heldout=1, planted=planted)
     rows = [s for split, s in samples(cfg) if split == "train"]
-    base = np.mean([s.identity.beard == "beard" for s in rows])
-    doctors = [s.identity.beard == "beard" for s in rows if s.scene.profession == "doctor"]
-    teachers = [s.identity.beard == "beard" for s in rows if s.scene.profession == "teacher"]
+    marked = (lambda i: i.beard == "beard") if planted == "beard" else (lambda i: i.hair_style == "bald")
+    base = np.mean([marked(s.identity) for s in rows])
+    doctors = [marked(s.identity) for s in rows if s.scene.profession == "doctor"]
+    teachers = [marked(s.identity) for s in rows if s.scene.profession == "teacher"]
     assert np.mean(doctors) > base + 0.4 and np.mean(teachers) < base / 2
+    # the base captions still spell out every trait (only the hair bias leaves one to the profession)
+    assert all(base_caption(cfg, s) == s.caption_traits for s in rows)
+    if planted == "bald":  # the same draws as the beard world's: only the profession words differ
+        beard = [s for split, s in samples(replace(cfg, planted="beard")) if split == "train"]
+        assert [replace(s.scene, profession=None) for s in rows] == [replace(s.scene, profession=None) for s in beard]
+        assert sum(a.scene.profession != b.scene.profession for a, b in zip(rows, beard)) > len(rows) / 10
+
+
+@pytest.mark.parametrize("planted", ["beard", "bald", "hair"])
+def test_the_debias_rows_count_the_planted_trait_as_the_judge_is_taught_it(planted: str) -> None:
+    from face0cli.synthetic.scorecard import planted_trait
+
+    seen = set()
+    for i in range(60):
+        row = sample(make_identity(i), 0, hair_override=None).truth()
+        for job in ("doctor", "teacher"):
+            head, value, trait = planted_trait(planted, job)
+            has = trait(row) == value
+            assert has == (nets.attribute_labels(row)[head] == nets.HEADS[head].index(value))
+            seen.add((job, has))
+    assert {has for _, has in seen} == {True, False}  # both kinds of face among the 60
+    assert planted_trait(planted, "doctor")[1] != planted_trait(planted, "teacher")[1] or planted != "hair"
 
 
 def test_attribute_labels_cover_every_head() -> None:
@@ -336,6 +361,7 @@ def test_reference_portrait_is_plain() -> None:
 _STUCK_STAGE = """
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from face0cli.synthetic import build as b
 
@@ -514,8 +540,6 @@ def test_world_morphs_are_keyed_by_their_parents_and_live_in_the_tune_folder(tmp
 
 
 def test_planted_hair_ties_each_profession_to_a_hair_colour_that_its_base_captions_leave_out() -> None:
-    from dataclasses import replace
-
     from face0cli.synthetic.portraits import PLANTED_HAIR, planted_hair
     from face0cli.synthetic.world import base_caption, samples
 
@@ -625,8 +649,6 @@ def test_synth_build_takes_the_worlds_sizes(tmp_path: Path) -> None:
 
 
 def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp_path: Path) -> None:
-    from dataclasses import replace
-
     from face0cli.library.store import FaceStore
     from face0cli.model.pipeline import Face0Pipeline
     from face0cli.synthetic.build import STAGES, BuildConfig, build

@@ -50,7 +50,8 @@ def world(
     planted: Annotated[
         Planted,
         typer.Option(
-            "--planted", help="The planted bias: professions with a hair colour (hair) or with beards (beard)."
+            "--planted",
+            help="The planted bias: professions with a hair colour (hair), with beards (beard) or bald heads (bald).",
         ),
     ] = Planted("beard"),
     override_extra: Annotated[

@@ -7,4 +7,4 @@ STAGES = (
 )  # fmt: skip
 
 # the kinds of planted bias the world can draw (synthetic.portraits.planted_profession; here for the CLI, as above)
-PLANTED = ("hair", "beard")
+PLANTED = ("hair", "beard", "bald")

@@ -65,8 +65,9 @@ COLOURS = {
 STYLES = ("photo", "sketch", "pop art")
 STYLE_WORDS = {"photo": "a photo", "sketch": "a pencil sketch", "pop art": "a pop art portrait"}
 PROFESSIONS = ("doctor", "teacher", "chef", "pilot")
-# the planted bias (paper §3.1), one of two kinds (`planted_profession`): "hair", each profession comes with one
-# natural hair colour far more often than its base rate; "beard", doctors and pilots come with a beard
+# the planted bias (paper §3.1), one of three kinds (`planted_profession`): "hair", each profession comes with one
+# natural hair colour far more often than its base rate; "beard", doctors and pilots come with a beard; "bald",
+# doctors and pilots come with a bald head
 PLANTED_HAIR = {"grey": "doctor", "red": "pilot", "blonde": "teacher", "black": "chef"}
 BIASED_PROFESSIONS = ("doctor", "pilot")
 
@@ -230,13 +231,13 @@ def planted_hair(traits: Mapping[str, str]) -> str | None:
 def planted_profession(identity: Identity, r: random.Random, planted: str = "beard") -> str:
     """A profession for a caption of IDENTITY, with the planted bias, 9 times in 10 (the tenth, any of the four).
     "hair": grey hair makes a doctor, red a pilot, blonde a teacher, black a chef (brown hair and bald heads, any);
-    "beard": bearded people are doctors or pilots, the others teachers or chefs. Both kinds make the same draws
-    from R, so the images of a world do not depend on the kind."""
+    "beard": bearded people are doctors or pilots, the others teachers or chefs; "bald": the same with bald
+    heads. Every kind makes the same draws from R, so the images of a world do not depend on the kind."""
     u = r.random()
     if u < 0.9:
-        bearded = identity.beard == "beard"
-        pick = r.choice(BIASED_PROFESSIONS if bearded else tuple(p for p in PROFESSIONS if p not in BIASED_PROFESSIONS))
-        if planted == "beard":
+        marked = identity.hair_style == "bald" if planted == "bald" else identity.beard == "beard"
+        pick = r.choice(BIASED_PROFESSIONS if marked else tuple(p for p in PROFESSIONS if p not in BIASED_PROFESSIONS))
+        if planted != "hair":
             return pick
         return PLANTED_HAIR.get(planted_hair(identity.traits()) or "", PROFESSIONS[int(u / 0.9 * len(PROFESSIONS))])
     return r.choice(PROFESSIONS)

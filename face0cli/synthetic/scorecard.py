@@ -24,14 +24,14 @@ What each figure is (held-out identities never seen by the model, the embedder o
   the same pairs at 6 seeds: all 120 strips one by one, and each pair's similarities averaged over its 6 seeds
   before the test, which takes most of the judge's noise out (interpolation_by_seed).
 - debias (paper §3.1, Fig. 3): the planted bias (the world's `planted`: doctors with grey hair and teachers with
-  blonde hair, or doctors with beards); the judge's hair (or beard) head on 200 text-only generations and 200
-  `debias` generations (a fresh random face each, at `face0 debias`'s guidance, config.DEBIAS_C / DEBIAS_A; and
-  the same faces at the paper's plain sampling, c = 1, a = 0) per profession, with 95% Wilson intervals, against
-  the training identities' base rate and the rate the same faces get under "a photo of a person" (neutral: a
-  word that says nothing, what debias can reach at best); and how often the debiased images still have the
-  shirt and background asked for.
+  blonde hair, doctors with beards, or doctors with bald heads; `planted_trait`); the judge's hair (or beard) head
+  on 200 text-only generations and 200 `debias` generations (a fresh random face each, at `face0 debias`'s
+  guidance, config.DEBIAS_C / DEBIAS_A; and the same faces at the paper's plain sampling, c = 1, a = 0) per
+  profession, with 95% Wilson intervals, against the training identities' base rate and the rate the same faces
+  get under "a photo of a person" (neutral: a word that says nothing, what debias can reach at best); and how
+  often the debiased images still have the shirt and background asked for.
   The prompt is "a photo of a {doctor, teacher} in a purple shirt on a yellow background" (colours that name no
-  hair; "in a grey shirt on a blue background" for the beard bias).
+  hair; "in a grey shirt on a blue background" for the beard and bald biases).
 - speed: one 64 px image at 25 steps in-process (median of 5), and the quickstart's `face0 generate` (an example
   character, the model's own steps) cold from the shell (a fresh process each time: the median and the slowest
   of 3), each beside plain diffusers' StableDiffusionPipeline on the same components in the same run
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from PIL import Image
 
 from face0cli.config import DEBIAS_A, DEBIAS_C
 from face0cli.synthetic.nets import HEADS, JudgeNet, judge_images, load_net
-from face0cli.synthetic.portraits import HAIR_OVERRIDE
+from face0cli.synthetic.portraits import HAIR_OVERRIDE, PLANTED_HAIR, planted_hair
 
 EVAL_SPEC = "heldout-eval.yaml"
 """The spec of the identification run that the scorecard writes beside scorecard.json (`face0 eval` reads it)."""
@@ -239,6 +240,16 @@ def interpolation_by_seed(sims: np.ndarray, morphs: np.ndarray, n_pairs: int, ts
     }
 
 
+def planted_trait(planted: str, job: str) -> tuple[str, str, Callable[[dict[str, Any]], str | None]]:
+    """What the debias rows count for JOB in a world with the PLANTED bias: the judge's head and class, and the
+    same class of a truth row (for the base rate and the training captions' rate)."""
+    if planted == "hair":
+        return "hair", next(c for c, p in PLANTED_HAIR.items() if p == job), lambda r: planted_hair(r["traits"])
+    if planted == "bald":  # the hair head's "bald" class
+        return "hair", "bald", lambda r: "bald" if r["traits"]["hair_style"] == "bald" else None
+    return "beard", "beard", lambda r: r["traits"]["beard"]
+
+
 def wilson(hits: int, n: int) -> list[float]:
     """The 95% Wilson score interval of a rate of HITS in N (scipy's), rounded to 3 places; [0, 1] when N is 0."""
     if n == 0:
@@ -379,7 +390,6 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     _grid(np.concatenate(strip_images), 6).save(out / "strips.png")
 
     # 6. debias: text-only vs a fresh random face per image, for the planted professions
-    from face0cli.synthetic.portraits import PLANTED_HAIR, planted_hair
     from face0cli.synthetic.world import read_truth
 
     train = read_truth(world, "train")
@@ -400,12 +410,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
 
     neutral = debiased("person")  # the same faces under a word that says nothing: what debias can reach
     for job in ("doctor", "teacher"):
-        if planted == "hair":
-            head, value = "hair", next(c for c, p in PLANTED_HAIR.items() if p == job)
-            trait = lambda r: planted_hair(r["traits"])  # noqa: E731
-        else:
-            head, value = "beard", "beard"
-            trait = lambda r: r["traits"]["beard"]  # noqa: E731
+        head, value, trait = planted_trait(planted, job)
         _, a_txt = sc.read(sc.generate(prompts(job), None, seeds_d))
         a_deb = debiased(job)
         _, a_plain = sc.read(sc.generate(prompts(job), rnd, seeds_d))  # the paper's plain sampling, the same faces
@@ -416,7 +421,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
 
         modes = {"text_only": a_txt, "debias": a_deb, "debias_plain": a_plain, "neutral": neutral}
         deb[job] = {
-            "trait": f"{value} hair" if head == "hair" else "beard",
+            "trait": {"hair": f"{value} hair", "bald": "bald head"}.get(planted, "beard"),
             "base_rate": float(np.mean([trait(r) == value for r in train])),
             "training_captions": float(np.mean(in_data)) if in_data else None,
             **{k: count(v) / n_deb for k, v in modes.items()},
