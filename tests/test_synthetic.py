@@ -736,3 +736,27 @@ def test_the_speed_check_samples_at_the_steps_the_quickstart_uses(tmp_path: Path
     assert model_steps(default_model()) == 25
     (tmp_path / "face0.json").write_text(json.dumps({"format_version": 1}))
     assert model_steps(tmp_path) == 50  # no record: face0's default
+
+
+def test_package_stores_the_models_weights_in_fp16_without_diffusers_cast_warning(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file
+
+    from face0cli.model.tiny import tiny_pipeline
+    from face0cli.synthetic.package import JUDGE_DIR, package_model
+
+    src = tmp_path / "model"
+    tiny_pipeline(seed=0).save_pretrained(src)
+    for net in ("embedder", "judge"):
+        (tmp_path / net).mkdir()
+        (tmp_path / net / "config.json").write_text("{}")
+    capfd.readouterr()
+    package_model(src, tmp_path / "embedder", tmp_path / "judge", tmp_path / "out")
+    assert "should be kept in float32" not in capfd.readouterr().err  # loaded in fp16, not cast after loading
+    for part in ("unet", "vae", "projector"):
+        (name,) = [p.name for p in (src / part).glob("*.safetensors")]
+        before, after = load_file(src / part / name), load_file(tmp_path / "out" / part / name)
+        assert before.keys() == after.keys()
+        assert all(after[k].dtype == torch.float16 and torch.equal(after[k], before[k].half()) for k in before)
+    assert (tmp_path / "out" / JUDGE_DIR / "config.json").is_file() and not (tmp_path / "out.partial").exists()
