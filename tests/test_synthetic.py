@@ -195,7 +195,10 @@ def test_the_debias_rows_count_the_planted_trait_as_the_judge_is_taught_it(plant
             assert has == (nets.attribute_labels(row)[head] == nets.HEADS[head].index(value))
             seen.add((job, has))
     assert {has for _, has in seen} == {True, False}  # both kinds of face among the 60
-    assert planted_trait(planted, "doctor")[1] != planted_trait(planted, "teacher")[1] or planted != "hair"
+    if planted == "hair":  # each profession its own colour
+        assert planted_trait(planted, "doctor")[1:2] == ("grey",) and planted_trait(planted, "teacher")[1:2] == (
+            "blonde",
+        )
 
 
 def test_attribute_labels_cover_every_head() -> None:
@@ -363,7 +366,6 @@ def test_reference_portrait_is_plain() -> None:
 _STUCK_STAGE = """
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from face0cli.synthetic import build as b
 
