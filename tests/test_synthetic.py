@@ -190,14 +190,14 @@ def test_the_debias_rows_count_the_planted_trait_as_the_judge_is_taught_it(plant
     for i in range(60):
         row = sample(make_identity(i), 0, hair_override=None).truth()
         for job in ("doctor", "teacher"):
-            head, value, trait = planted_trait(planted, job)
+            head, value, _, trait = planted_trait(planted, job)
             has = trait(row) == value
             assert has == (nets.attribute_labels(row)[head] == nets.HEADS[head].index(value))
             seen.add((job, has))
     assert {has for _, has in seen} == {True, False}  # both kinds of face among the 60
     if planted == "hair":  # each profession its own colour
-        assert planted_trait(planted, "doctor")[1:2] == ("grey",) and planted_trait(planted, "teacher")[1:2] == (
-            "blonde",
+        assert (
+            planted_trait(planted, "doctor").name == "grey hair" and planted_trait(planted, "teacher").value == "blonde"
         )
 
 

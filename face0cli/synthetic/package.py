@@ -37,13 +37,11 @@ def package_model(model_dir: Path, embedder: Path, judge: Path, dest: Path) -> d
     is measured at (SAMPLE_STEPS). Returns sizes and parameters."""
     import dataclasses
 
-    import torch
-
-    from face0cli.model.pipeline import Face0Pipeline, _dtype_kwarg
+    from face0cli.model.pipeline import Face0Pipeline
     from face0cli.synthetic.model import param_counts
 
     # cast while loading, as diffusers asks (a `.to(dtype)` afterwards warns once per component)
-    pipe = Face0Pipeline.from_pretrained(model_dir, **_dtype_kwarg(torch.float16))
+    pipe = Face0Pipeline.load(model_dir, dtype="fp16")
     pipe.face0_config = dataclasses.replace(pipe.face0_config, steps=SAMPLE_STEPS)
     tmp = dest.with_name(dest.name + ".partial")
     if tmp.exists():

@@ -44,7 +44,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -240,14 +240,26 @@ def interpolation_by_seed(sims: np.ndarray, morphs: np.ndarray, n_pairs: int, ts
     }
 
 
-def planted_trait(planted: str, job: str) -> tuple[str, str, Callable[[dict[str, Any]], str | None]]:
-    """What the debias rows count for JOB in a world with the PLANTED bias: the judge's head and class, and the
-    same class of a truth row (for the base rate and the training captions' rate)."""
+class PlantedTrait(NamedTuple):
+    """What the debias rows count for a profession: the judge's head and class, the trait's name, and the same
+    class of a truth row (`of_row`, for the base rate and the training captions' rate)."""
+
+    head: str
+    value: str
+    name: str
+    of_row: Callable[[dict[str, Any]], str | None]
+
+
+def planted_trait(planted: str, job: str) -> PlantedTrait:
+    """The PlantedTrait of JOB in a world with the PLANTED bias."""
     if planted == "hair":
-        return "hair", next(c for c, p in PLANTED_HAIR.items() if p == job), lambda r: planted_hair(r["traits"])
+        colour = next(c for c, p in PLANTED_HAIR.items() if p == job)
+        return PlantedTrait("hair", colour, f"{colour} hair", lambda r: planted_hair(r["traits"]))
     if planted == "bald":  # the hair head's "bald" class
-        return "hair", "bald", lambda r: "bald" if r["traits"]["hair_style"] == "bald" else None
-    return "beard", "beard", lambda r: r["traits"]["beard"]
+        return PlantedTrait(
+            "hair", "bald", "bald head", lambda r: "bald" if r["traits"]["hair_style"] == "bald" else None
+        )
+    return PlantedTrait("beard", "beard", "beard", lambda r: r["traits"]["beard"])
 
 
 def wilson(hits: int, n: int) -> list[float]:
@@ -410,7 +422,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
 
     neutral = debiased("person")  # the same faces under a word that says nothing: what debias can reach
     for job in ("doctor", "teacher"):
-        head, value, trait = planted_trait(planted, job)
+        head, value, name, trait = planted_trait(planted, job)
         _, a_txt = sc.read(sc.generate(prompts(job), None, seeds_d))
         a_deb = debiased(job)
         _, a_plain = sc.read(sc.generate(prompts(job), rnd, seeds_d))  # the paper's plain sampling, the same faces
@@ -421,7 +433,7 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
 
         modes = {"text_only": a_txt, "debias": a_deb, "debias_plain": a_plain, "neutral": neutral}
         deb[job] = {
-            "trait": {"hair": f"{value} hair", "bald": "bald head"}.get(planted, "beard"),
+            "trait": name,
             "base_rate": float(np.mean([trait(r) == value for r in train])),
             "training_captions": float(np.mean(in_data)) if in_data else None,
             **{k: count(v) / n_deb for k, v in modes.items()},
