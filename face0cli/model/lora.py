@@ -13,6 +13,7 @@ import importlib.util
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,11 @@ def load_loras(pipe: Any, specs: list[LoraSpec]) -> list[str]:
             alphas = {k: v for k, v in alphas.items() if k.startswith("unet.")}
         name = _adapter_name(spec.path, set(scales) | set(getattr(unet, "peft_config", {}) or {}))
         try:
-            StableDiffusionLoraLoaderMixin.load_lora_into_unet(state_dict, alphas, unet, adapter_name=name)
+            with warnings.catch_warnings():
+                # several adapters, each under its own name, are what --lora a --lora b asks for: peft's warning
+                # about "multiple adapters" on the second one is noise here
+                warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                StableDiffusionLoraLoaderMixin.load_lora_into_unet(state_dict, alphas, unet, adapter_name=name)
         except (ValueError, KeyError, RuntimeError) as e:
             raise ModelError(f"the LoRA {spec.path} does not fit this model's UNet ({_first_line(e)})") from e
         scales[name] = float(spec.scale)
