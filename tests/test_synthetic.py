@@ -3,6 +3,7 @@ default model's tokenizer and architecture, and the training options of the base
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -622,6 +623,32 @@ def test_synth_build_takes_the_worlds_planted_bias_and_hair_drop(tmp_path: Path)
     bad = CliRunner().invoke(app, [*args, str(tmp_path / "x"), "--base-hair-drop", "1.5"])
     assert_clean_error(bad, "--base-hair-drop must be between 0 and 1, got 1.5.")
     assert not (tmp_path / "x").exists()
+
+
+def test_train_seed_reseeds_the_training_stages_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--train-seed: the same world (and embedder, judge, VAE), other training noise in the three training stages."""
+    from typer.testing import CliRunner
+
+    from face0cli.cli.app import app
+    from face0cli.synthetic import build as b
+
+    args = ["synth", "build", "--quick", "--until", "world", "--out"]
+    assert CliRunner().invoke(app, [*args, str(tmp_path / "a")]).exit_code == 0
+    r = CliRunner().invoke(app, [*args, str(tmp_path / "b"), "--train-seed", "3"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "b" / "build.json").read_text())
+    assert (cfg["seed"], cfg["train_seed"]) == (0, 3)
+    assert (tmp_path / "a" / "world" / "truth.jsonl").read_bytes() == (
+        tmp_path / "b" / "world" / "truth.jsonl"
+    ).read_bytes()
+    seen: list[list[str]] = []
+    monkeypatch.setattr(b, "_face0", lambda cmd, log: seen.append(cmd))
+    for train_seed, want in ((None, "0"), (3, "3")):
+        c = dataclasses.replace(b.BuildConfig.quick(), train_seed=train_seed)
+        for stage in (b.st_base, b.st_face0, b.st_tune):
+            seen.clear()
+            stage(tmp_path / "a", c)
+            assert seen[0][seen[0].index("--seed") + 1] == want
 
 
 def test_synth_build_takes_the_worlds_sizes(tmp_path: Path) -> None:

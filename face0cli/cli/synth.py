@@ -109,6 +109,14 @@ def build(
         bool, typer.Option("--install", help="Copy the built model into the package as the default model.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seeds every stage.")] = 0,
+    train_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--train-seed",
+            help="Seeds the base, Face0 and tune stages only (default: --seed): a rebuild of the same world, "
+            "embedder, judge and VAE with other training noise, to see how far a recipe's figures move.",
+        ),
+    ] = None,
     planted: Annotated[
         Planted,
         typer.Option("--planted", help="The world's planted bias (see synth world); the default model's is beard."),
@@ -144,7 +152,7 @@ def build(
     base = BuildConfig.quick() if quick else BuildConfig()
     sizes = {"ids_train": identities, "per_train": per_identity, "override_extra": override_extra}
     cfg = replace(
-        base, seed=seed, planted=planted.value, base_hair_drop=base_hair_drop,
+        base, seed=seed, train_seed=train_seed, planted=planted.value, base_hair_drop=base_hair_drop,
         **{k: v for k, v in sizes.items() if v is not None},
     )  # fmt: skip
     if cfg.morph_pairs and cfg.ids_train < 2:

@@ -64,6 +64,7 @@ class BuildConfig:
     """The build's sizes and training budgets (CPU minutes on 2 cores in the README)."""
 
     seed: int = 0
+    train_seed: int | None = None  # the base, Face0 and tune stages' seed (None: seed); the world and nets keep seed
     ids_train: int = 400
     per_train: int = 20
     ids_heldout: int = 20
@@ -297,11 +298,12 @@ def st_prep(out: Path, cfg: BuildConfig) -> dict[str, Any]:
 def _train(out: Path, cfg: BuildConfig, data: str, base: Path, run: str, steps: int, *args: str) -> dict[str, Any]:
     """`face0 train` on DIR/triplets-DATA.h5 from BASE into DIR/RUN: what every training stage shares, plus
     ARGS (the stage's own options); resumes from RUN's last checkpoint."""
+    seed = cfg.seed if cfg.train_seed is None else cfg.train_seed
     shared = [
         "train", "-t", str(out / f"triplets-{data}.h5"), "--base", str(base), "--out", str(out / run), "--max-steps",
         str(steps), "--text-drop", "0.1", "--ema-decay", "0.995", "--resolution", "64", "--batch-size",
         str(cfg.batch_size), "--workers", "0", "--checkpoint-every", str(cfg.checkpoint_every), "--validate-every",
-        str(cfg.validate_every), "--seed", str(cfg.seed), "--snr-gamma", "5", "--resume", "latest", "--log-every",
+        str(cfg.validate_every), "--seed", str(seed), "--snr-gamma", "5", "--resume", "latest", "--log-every",
         "10",
     ]  # fmt: skip
     _face0(shared + list(args), out / "build.log")
