@@ -651,6 +651,33 @@ def test_train_seed_reseeds_the_training_stages_only(tmp_path: Path, monkeypatch
             assert seen[0][seen[0].index("--seed") + 1] == want
 
 
+def test_base_steps_sets_the_base_stage_and_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--base-steps: the base stage's face0 train runs to it; the other stages keep their budgets."""
+    from typer.testing import CliRunner
+
+    from face0cli.cli.app import app
+    from face0cli.synthetic import build as b
+    from tests.test_cli import assert_clean_error
+
+    args = ["synth", "build", "--quick", "--until", "world", "--out"]
+    r = CliRunner().invoke(app, [*args, str(tmp_path / "b"), "--base-steps", "7"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "b" / "build.json").read_text())
+    quick = b.BuildConfig.quick()
+    assert (cfg["base_steps"], cfg["face0_steps"], cfg["tune_steps"]) == (7, quick.face0_steps, quick.tune_steps)
+    seen: list[list[str]] = []
+    monkeypatch.setattr(b, "_face0", lambda cmd, log: seen.append(cmd))
+    c = b.BuildConfig(**cfg)
+    for stage, want in ((b.st_base, "7"), (b.st_face0, str(quick.face0_steps)), (b.st_tune, str(quick.tune_steps))):
+        seen.clear()
+        stage(tmp_path / "b", c)
+        assert seen[0][seen[0].index("--max-steps") + 1] == want
+    assert_clean_error(
+        CliRunner().invoke(app, [*args, str(tmp_path / "x"), "--base-steps", "0"]), "--base-steps must be >= 1, got 0."
+    )
+    assert not (tmp_path / "x").exists()
+
+
 def test_synth_build_takes_the_worlds_sizes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

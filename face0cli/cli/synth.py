@@ -136,6 +136,15 @@ def build(
         int | None,
         typer.Option("--override-extra", help="Extra hair-override images per training identity (default 5)."),
     ] = None,
+    base_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--base-steps",
+            help="Training steps of the base stage (default 2400; 2 with --quick). A longer base stage learns more "
+            "of its caption words (the professions of a planted bias); with --redo base, a finished base stage "
+            "trains on from its last checkpoint.",
+        ),
+    ] = None,
 ) -> None:
     """Build the embedded default model from nothing: portraits -> embedder and judge -> VAE -> prep -> base
     model -> Face0 stage -> tune stage -> package -> example characters -> scorecard. Rerun to resume after a
@@ -149,8 +158,11 @@ def build(
     _check_shares(base_hair_drop=base_hair_drop)
     _check_counts(1, identities=identities, per_identity=per_identity)
     _check_counts(0, override_extra=override_extra)
+    _check_counts(1, base_steps=base_steps)
     base = BuildConfig.quick() if quick else BuildConfig()
-    sizes = {"ids_train": identities, "per_train": per_identity, "override_extra": override_extra}
+    sizes = {
+        "ids_train": identities, "per_train": per_identity, "override_extra": override_extra, "base_steps": base_steps,
+    }  # fmt: skip
     cfg = replace(
         base, seed=seed, train_seed=train_seed, planted=planted.value, base_hair_drop=base_hair_drop,
         **{k: v for k, v in sizes.items() if v is not None},
