@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from face0cli.synthetic import nets
+from face0cli.synthetic import nets, scorecard
 from face0cli.synthetic.portraits import (
     COLOURS,
     HAIR_OVERRIDE,
@@ -625,6 +625,11 @@ def test_synth_build_takes_the_worlds_planted_bias_and_hair_drop(tmp_path: Path)
     assert not (tmp_path / "x").exists()
 
 
+def _no_words(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """planted_words' answer for a base stage whose training a test only records."""
+    return {j: {"trait": "beard", "text_only": 0.0, "person": 0.0} for j in ("doctor", "teacher")}
+
+
 def test_train_seed_reseeds_the_training_stages_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--train-seed: the same world (and embedder, judge, VAE), other training noise in the three training stages."""
     from typer.testing import CliRunner
@@ -643,6 +648,7 @@ def test_train_seed_reseeds_the_training_stages_only(tmp_path: Path, monkeypatch
     ).read_bytes()
     seen: list[list[str]] = []
     monkeypatch.setattr(b, "_face0", lambda cmd, log: seen.append(cmd))
+    monkeypatch.setattr(scorecard, "planted_words", _no_words)  # no base model was trained
     for train_seed, want in ((None, "0"), (3, "3")):
         c = dataclasses.replace(b.BuildConfig.quick(), train_seed=train_seed)
         for stage in (b.st_base, b.st_face0, b.st_tune):
@@ -667,6 +673,7 @@ def test_base_steps_sets_the_base_stage_and_nothing_else(tmp_path: Path, monkeyp
     assert (cfg["base_steps"], cfg["face0_steps"], cfg["tune_steps"]) == (7, quick.face0_steps, quick.tune_steps)
     seen: list[list[str]] = []
     monkeypatch.setattr(b, "_face0", lambda cmd, log: seen.append(cmd))
+    monkeypatch.setattr(scorecard, "planted_words", _no_words)  # no base model was trained
     c = b.BuildConfig(**cfg)
     for stage, want in ((b.st_base, "7"), (b.st_face0, str(quick.face0_steps)), (b.st_tune, str(quick.tune_steps))):
         seen.clear()
@@ -734,6 +741,11 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     assert 0.0 <= card["identification"]["accuracy"] <= 1.0 and card["images_generated"] > 0
     assert card["debias"]["planted"] == "beard" and card["debias"]["doctor"]["trait"] == "beard"
     assert all(0.0 <= card["debias"][j][k] <= 1.0 for j in ("doctor", "teacher") for k in ("text_only", "debias"))
+    words = done["base"]["words"]  # which planted words the base learnt, measured after its training
+    assert words["planted"] == "beard" and words["images"] == 4 and words["doctor"]["trait"] == "beard"
+    assert all(0.0 <= words[j][k] <= 1.0 for j in ("doctor", "teacher") for k in ("text_only", "person"))
+    assert card["base_words"] == words  # and shown beside the debias rows
+    assert "the base stage's model, text only (4 images a word" in (out / "scorecard" / "scorecard.md").read_text()
     # identification went through face0 eval, on a spec that `face0 eval` reads as it is
     from face0cli.evaluation.spec import load_spec
 
@@ -784,6 +796,46 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     for rel in weights:
         a, b = load_file(model / rel), load_file(twin / "default-model" / rel)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
+
+
+@pytest.mark.parametrize("planted", ["hair", "beard"])
+def test_planted_words_counts_each_professions_own_trait_against_person(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """planted_words asks the debias rows' prompts, text only, on N seeds, and counts each profession's own
+    planted trait with the judge's head, beside the same trait's rate under "person" on the same seeds."""
+    from face0cli.synthetic import scorecard as s
+
+    (tmp_path / "world.json").write_text(json.dumps({"config": {"planted": planted}}))
+    asked: list[tuple[str, bool, tuple[int, ...]]] = []
+
+    def generate(self: s.Drawer, prompts: list[str], faces: Any, seeds: list[int], **kw: Any) -> np.ndarray:
+        assert len(set(prompts)) == 1 and len(prompts) == len(seeds)
+        asked.append((prompts[0], faces is None, tuple(seeds)))
+        return np.array(prompts)
+
+    def read(self: s.Drawer, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        # doctors: grey hair, beards on all; teachers: blonde on 3 of 4; "person": grey and beards on half
+        job = next(j for j in ("doctor", "teacher", "person") if j in str(images[0]))
+        k = np.arange(len(images))
+        hair = {"doctor": ["grey"] * 4, "teacher": ["blonde"] * 3 + ["black"], "person": ["grey", "brown"] * 2}[job]
+        beard = {"doctor": ["beard"] * 4, "teacher": ["none"] * 4, "person": ["beard", "none"] * 2}[job]
+        return np.zeros(len(images)), {"hair": np.array(hair)[k % 4], "beard": np.array(beard)[k % 4]}
+
+    monkeypatch.setattr(s.Drawer, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(s.Drawer, "generate", generate)
+    monkeypatch.setattr(s.Drawer, "read", read)
+    got = s.planted_words(tmp_path / "model", tmp_path / "judge", tmp_path, n=8)
+    scene = "in a purple shirt on a yellow background" if planted == "hair" else "in a grey shirt on a blue background"
+    assert [p for p, _, _ in asked] == [f"a photo of a {j} {scene}" for j in ("person", "doctor", "teacher")]
+    assert all(text_only and seeds == tuple(range(100, 108)) for _, text_only, seeds in asked)
+    assert got["planted"] == planted and got["images"] == 8
+    if planted == "hair":
+        assert got["doctor"] == {"trait": "grey hair", "text_only": 1.0, "person": 0.5}
+        assert got["teacher"] == {"trait": "blonde hair", "text_only": 0.75, "person": 0.0}
+    else:
+        assert got["doctor"] == {"trait": "beard", "text_only": 1.0, "person": 0.5}
+        assert got["teacher"] == {"trait": "beard", "text_only": 0.0, "person": 0.5}
 
 
 def test_the_speed_check_samples_at_the_steps_the_quickstart_uses(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ skipped next time; the two training stages resume from their last checkpoint):
 6. prep      `face0 prep` of the three sets (captions with face traits; without; without + the override
              images), with VAE latents
 7. base      `face0 train` of the base model: UNet + text encoder from scratch on captions that spell out the
-             face traits, face tokens always zero (what SD is to Face0)
+             face traits, face tokens always zero (what SD is to Face0); then which planted professions'
+             words it learnt: the planted trait's rate in its text-only images (scorecard.planted_words)
 8. face0     `face0 train` from that base as from SD: captions without traits, UNet + projector, text
              encoder and VAE frozen, face dropout 20%, each image conditioned on another image of the same
              person (--identity-pattern), a full-covariance GMM of faces
@@ -315,10 +316,24 @@ SAME_PERSON = ("--identity-pattern", r"^(id\d+)-", "--gmm-covariance", "full")
 
 
 def st_base(out: Path, cfg: BuildConfig) -> dict[str, Any]:
-    return _train(
+    """The base model from the traits' words (faces dropped); then which planted professions' words it learnt
+    (scorecard.planted_words), the thing a text-only Face0 model can reproduce a bias from."""
+    from face0cli.synthetic.package import SAMPLE_STEPS
+    from face0cli.synthetic.scorecard import DEBIAS_JOBS, WORD_IMAGES, planted_words
+
+    figures = _train(
         out, cfg, "base", out / "base-sd", "run-base", cfg.base_steps, "--lr", str(cfg.base_lr), "--warmup", "100",
         "--face-drop", "1.0", "--train-text-encoder", "--projector-normalize", "--projector-hidden-dim", "256",
     )  # fmt: skip
+    quick = cfg.ids_train < 50
+    words = planted_words(
+        out / "run-base" / "model", out / "judge", out / "world", n=4 if quick else WORD_IMAGES,
+        steps=4 if quick else SAMPLE_STEPS,
+    )  # fmt: skip
+    rates = (f"{j} {words[j]['trait']} {words[j]['text_only']:.2f} (person {words[j]['person']:.2f})"
+             for j in DEBIAS_JOBS)  # fmt: skip
+    _log("[build] base, text only: " + "; ".join(rates))
+    return {**figures, "words": words}
 
 
 def st_face0(out: Path, cfg: BuildConfig) -> dict[str, Any]:
@@ -354,7 +369,10 @@ def st_characters(out: Path, cfg: BuildConfig) -> dict[str, Any]:
 def st_scorecard(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     from face0cli.synthetic.scorecard import scorecard
 
-    return scorecard(out / "default-model", out / "world", out / "scorecard", quick=cfg.ids_train < 50)
+    base = stage_done(out, "base") or {}
+    return scorecard(
+        out / "default-model", out / "world", out / "scorecard", quick=cfg.ids_train < 50, base_words=base.get("words")
+    )
 
 
 RUNNERS: dict[str, Callable[[Path, BuildConfig], dict[str, Any]]] = {

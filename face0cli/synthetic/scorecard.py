@@ -83,22 +83,53 @@ STYLISED = (
 )
 
 
-class Scorer:
-    """Generates with a model and reads the images with the judge; the held-out references are the world's."""
+class Drawer:
+    """Generates with the model in MODEL_DIR and reads the images with the judge in JUDGE_DIR."""
+
+    def __init__(self, model_dir: Path, judge_dir: Path, steps: int = 25, w: float = 7.5) -> None:
+        from face0cli.model.pipeline import Face0Pipeline
+
+        self.pipe = Face0Pipeline.load(str(model_dir))
+        self.pipe.set_progress_bar_config(disable=True)
+        net, _ = load_net(Path(judge_dir))
+        assert isinstance(net, JudgeNet)
+        self.judge = net
+        self.steps, self.w = steps, w
+        self.n_images = 0
+
+    def generate(
+        self, prompts: list[str], faces: np.ndarray | None, seeds: list[int], c: float = 1.0, a: float = 0.0
+    ) -> np.ndarray:
+        """(N, 64, 64, 3) uint8 images, one per (prompt, face, seed) row; faces (N, D) or None."""
+        out = []
+        for s in range(0, len(prompts), 20):
+            sl = slice(s, s + 20)
+            gens = [torch.Generator().manual_seed(int(x)) for x in seeds[sl]]
+            face = None if faces is None else torch.from_numpy(faces[sl])
+            res = self.pipe(
+                prompts[sl], face, w=self.w, c=c, a=a, num_inference_steps=self.steps, generator=gens,
+                output_type="np",
+            )  # fmt: skip
+            out.append((np.asarray(res.images) * 255).round().astype(np.uint8))
+        self.n_images += len(prompts)
+        return np.concatenate(out)
+
+    def read(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        z, preds = judge_images(self.judge, images)
+        return z, {k: np.array([HEADS[k][v] for v in vals]) for k, vals in preds.items()}
+
+
+class Scorer(Drawer):
+    """A Drawer of a packaged model (its judge inside it) with the held-out references of the world."""
 
     def __init__(self, model_dir: Path, world: Path, steps: int = 25, w: float = 7.5) -> None:
         from face0cli.faces.embedders import embed_photo
         from face0cli.faces.registry import embedder_for_model
-        from face0cli.model.pipeline import Face0Pipeline
         from face0cli.synthetic.package import JUDGE_DIR, reference_portrait
         from face0cli.synthetic.world import image_path, load_images, read_truth
 
-        self.pipe = Face0Pipeline.load(str(model_dir))
-        self.pipe.set_progress_bar_config(disable=True)
-        net, _ = load_net(Path(model_dir) / JUDGE_DIR)
-        assert isinstance(net, JudgeNet)
-        self.judge = net
-        self.steps, self.w = steps, w
+        super().__init__(model_dir, Path(model_dir) / JUDGE_DIR, steps, w)
+        net = self.judge
         emb = embedder_for_model(self.pipe.face0_config.embedder_id, model_dir)
         held = read_truth(world, "heldout")
         self.ids = sorted({r["identity"] for r in held})
@@ -121,7 +152,6 @@ class Scorer:
                                         z[labels == i]]))  # fmt: skip
         self.faces = np.stack(vecs)
         self.references = refs
-        self.n_images = 0
 
     @property
     def gmm(self) -> Any:
@@ -130,27 +160,6 @@ class Scorer:
 
             raise ModelError("the model has no GMM of faces: random faces and debias cannot be scored.")
         return self.pipe.gmm
-
-    def generate(
-        self, prompts: list[str], faces: np.ndarray | None, seeds: list[int], c: float = 1.0, a: float = 0.0
-    ) -> np.ndarray:
-        """(N, 64, 64, 3) uint8 images, one per (prompt, face, seed) row; faces (N, D) or None."""
-        out = []
-        for s in range(0, len(prompts), 20):
-            sl = slice(s, s + 20)
-            gens = [torch.Generator().manual_seed(int(x)) for x in seeds[sl]]
-            face = None if faces is None else torch.from_numpy(faces[sl])
-            res = self.pipe(
-                prompts[sl], face, w=self.w, c=c, a=a, num_inference_steps=self.steps, generator=gens,
-                output_type="np",
-            )  # fmt: skip
-            out.append((np.asarray(res.images) * 255).round().astype(np.uint8))
-        self.n_images += len(prompts)
-        return np.concatenate(out)
-
-    def read(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        z, preds = judge_images(self.judge, images)
-        return z, {k: np.array([HEADS[k][v] for v in vals]) for k, vals in preds.items()}
 
     def morph_strip(self, ia: int, ib: int, seed: int, ts: np.ndarray) -> np.ndarray:
         """The judge's similarity to identity ia's centroid along the world's own morph from ia to ib (indices
@@ -262,6 +271,52 @@ def planted_trait(planted: str, job: str) -> PlantedTrait:
     return PlantedTrait("beard", "beard", "beard", lambda r: r["traits"]["beard"])
 
 
+DEBIAS_JOBS = ("doctor", "teacher")
+"""The professions of the debias rows (and of planted_words): one the world ties to its planted trait in every
+kind of bias, and one it ties to another trait (blonde hair) or to none (beard, bald)."""
+WORD_IMAGES = 40
+"""Text-only images per word of planted_words: a rate's 95% interval is about +-0.15 at 40, enough to tell a word
+that was learnt from one that draws what "person" draws."""
+
+
+def world_planted(world: Path) -> str:
+    """The planted bias of the world in WORLD (worlds written before the hair bias have no such setting: beards)."""
+    return str(json.loads((Path(world) / "world.json").read_text())["config"].get("planted", "beard"))
+
+
+def debias_scene(planted: str) -> tuple[str, str]:
+    """The shirt and background of the debias prompts: colours that name no hair for the hair bias."""
+    return ("purple", "yellow") if planted == "hair" else ("grey", "blue")
+
+
+def debias_prompt(planted: str, job: str) -> str:
+    shirt, background = debias_scene(planted)
+    return f"a photo of a {job} in a {shirt} shirt on a {background} background"
+
+
+def planted_words(
+    model_dir: Path, judge_dir: Path, world: Path, n: int = WORD_IMAGES, steps: int = 25, w: float = 7.5
+) -> dict[str, Any]:
+    """What the model in MODEL_DIR draws from the professions' words alone: for each of DEBIAS_JOBS, the rate of
+    its planted trait (`planted_trait`) in N text-only images (the debias rows' prompt and seeds), beside the rate
+    of the same trait under "person" on the same seeds, read by the judge in JUDGE_DIR. The build measures its
+    base stage's model with it: a Face0 model can draw a profession's trait from text only if its base learnt it."""
+    d = Drawer(model_dir, judge_dir, steps, w)
+    planted = world_planted(world)
+    seeds = list(range(100, 100 + n))
+
+    def read(job: str) -> dict[str, np.ndarray]:
+        return d.read(d.generate([debias_prompt(planted, job)] * n, None, seeds))[1]
+
+    person = read("person")
+    res: dict[str, Any] = {"planted": planted, "images": n}
+    for job in DEBIAS_JOBS:
+        head, value, name, _ = planted_trait(planted, job)
+        rate = float(np.mean(read(job)[head] == value))
+        res[job] = {"trait": name, "text_only": rate, "person": float(np.mean(person[head] == value))}
+    return res
+
+
 def wilson(hits: int, n: int) -> list[float]:
     """The 95% Wilson score interval of a rate of HITS in N (scipy's), rounded to 3 places; [0, 1] when N is 0."""
     if n == 0:
@@ -286,9 +341,12 @@ def _grid(images: np.ndarray, cols: int, scale: int = 3) -> Image.Image:
     return g.resize((cols * w * scale, rows * h * scale), Image.Resampling.NEAREST)
 
 
-def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: float = 7.5) -> dict[str, Any]:
+def scorecard(
+    model_dir: Path, world: Path, out: Path, quick: bool = False, w: float = 7.5, base_words: dict | None = None
+) -> dict[str, Any]:
     """Measure every figure of the module doc; write out/scorecard.json, out/scorecard.md and the pictures
-    (grid.png: identities x prompts, override.png: identities x hair colours, strips.png: interpolations)."""
+    (grid.png: identities x prompts, override.png: identities x hair colours, strips.png: interpolations).
+    BASE_WORDS: planted_words of the model's base (the build's base stage), shown beside the debias rows."""
     out.mkdir(parents=True, exist_ok=True)
     from face0cli.synthetic.package import SAMPLE_STEPS
 
@@ -405,23 +463,21 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
     from face0cli.synthetic.world import read_truth
 
     train = read_truth(world, "train")
-    # worlds written before the hair bias have no "planted" setting: they planted beards
-    planted = json.loads((Path(world) / "world.json").read_text())["config"].get("planted", "beard")
+    planted = world_planted(world)
     n_deb = 20 if quick else DEBIAS_IMAGES
     deb: dict[str, Any] = {"planted": planted, "c": DEBIAS_C, "a": DEBIAS_A}
-    # shirt and background in colours that name no hair, for the hair bias
-    shirt, background = ("purple", "yellow") if planted == "hair" else ("grey", "blue")
+    shirt, background = debias_scene(planted)
     seeds_d = list(range(100, 100 + n_deb))
     rnd = sc.gmm.sample(n_deb, seed=99).astype(np.float32)
 
     def prompts(job: str) -> list[str]:
-        return [f"a photo of a {job} in a {shirt} shirt on a {background} background"] * n_deb
+        return [debias_prompt(planted, job)] * n_deb
 
     def debiased(job: str) -> dict[str, np.ndarray]:
         return sc.read(sc.generate(prompts(job), rnd, seeds_d, c=DEBIAS_C, a=DEBIAS_A))[1]  # `face0 debias`'s guidance
 
     neutral = debiased("person")  # the same faces under a word that says nothing: what debias can reach
-    for job in ("doctor", "teacher"):
+    for job in DEBIAS_JOBS:
         head, value, name, trait = planted_trait(planted, job)
         _, a_txt = sc.read(sc.generate(prompts(job), None, seeds_d))
         a_deb = debiased(job)
@@ -442,6 +498,8 @@ def scorecard(model_dir: Path, world: Path, out: Path, quick: bool = False, w: f
             "debias_prompt_control": float(np.mean((a_deb["shirt"] == shirt) & (a_deb["background"] == background))),
         }
     res["debias"] = deb
+    if base_words is not None:
+        res["base_words"] = base_words
     res["generation_seconds"] = round(time.perf_counter() - t0, 1)
     res["images_generated"] = sc.n_images
 
@@ -496,7 +554,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {m['pairs_seed_mean']:.3f} ({m['strips']:.3f}) / {wm['pairs_seed_mean']:.3f} ({wm['strips']:.3f}) |"
         )
     d = res["debias"]
-    for job in ("doctor", "teacher"):
+    for job in DEBIAS_JOBS:
         j = d[job]
         trait, base = j.get("trait", "beard"), j.get("base_rate", d.get("base_rate", 0.0))
 
@@ -511,6 +569,16 @@ def markdown(res: dict[str, Any]) -> str:
             f"| debias '{job}': {trait} rate, training captions -> text only -> debias (base rate {base:.2f}{n}) "
             f"| debias within a few points of the base rate | {j['training_captions']:.2f} -> {rate('text_only')} -> "
             f"{rate('debias')}{plain} |"
+        )
+    if "base_words" in res:
+        bw = res["base_words"]
+        rates = "; ".join(
+            f"'{job}' {v['trait']} {v['text_only']:.2f} ('person' {v['person']:.2f})"
+            for job, v in ((job, bw[job]) for job in DEBIAS_JOBS)
+        )
+        lines.append(
+            f"| ... the base stage's model, text only ({bw['images']} images a word, the same prompts) | what the "
+            f"Face0 stage can build on | {rates} |"
         )
     s = res["speed"]
     plain = f"; plain diffusers, same modules: {s['in_process_plain_s']:.2f} s" if "in_process_plain_s" in s else ""
