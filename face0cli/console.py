@@ -17,7 +17,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console()
+console = Console(markup=False)
+"""Results on stdout, plain text: a path or a name with brackets in it (shots[1]/, [draft]) prints as it is, not as
+rich markup; what is styled is a rich Text (or a Table of them)."""
 err_console = Console(stderr=True)
 
 

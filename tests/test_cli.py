@@ -344,6 +344,15 @@ def test_brackets_in_an_error_show_as_they_are(tmp_path: Path) -> None:
     assert_clean_error(r, "cannot write", "shots[bold]/[lora]")
 
 
+def test_brackets_in_a_result_line_show_as_they_are(tmp_path: Path) -> None:
+    """Results on stdout are plain text too: a folder named [draft] is not read as a rich markup tag."""
+    add_char("alice", seed=1)
+    out = tmp_path / "[draft]" / "lib.h5"
+    r = run("character", "export", "alice", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert f"exported 1 character(s) to {out}" in r.output.replace("\n", "")
+
+
 # ------------------------------------------------------------------------------------------------ start-up
 
 

@@ -579,10 +579,15 @@ def test_compare_side_by_side_with_differences(e2e: Any, tmp_path: Path) -> None
     assert rows[("base", "tiny", "all", "identified")]["diff"] == pytest.approx(0.0)
     assert any("different CLIP" in w for w in result["warnings"])
     assert result["only_in_a"] == result["only_in_b"] == []
-    console = Console(record=True, width=200)
+    from rich.text import Text
+
+    console = Console(record=True, width=200, markup=False)  # as face0's console: plain text, styled Text
     console.print(table)
     shown = console.export_text()
     assert "B − A" in shown and "+0.125" in shown
+    diffs = [c for c in table.columns[-1].cells if isinstance(c, Text)]
+    assert any(c.plain == "+0.125" and c.style == "green" for c in diffs)  # styled without markup
+    assert any(c.plain == "+0.000" and c.style == "white" for c in diffs)
     (tmp_path / "other.json").write_text('{"format": "something-else"}')
     with pytest.raises(BadInput, match="not a results.json written by face0 eval"):
         compare(a, tmp_path / "other.json")

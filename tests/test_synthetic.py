@@ -713,7 +713,9 @@ def test_synth_build_takes_the_worlds_sizes(tmp_path: Path) -> None:
         assert not (tmp_path / "x").exists()
 
 
-def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp_path: Path) -> None:
+def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from face0cli.library.store import FaceStore
     from face0cli.model.pipeline import Face0Pipeline
     from face0cli.synthetic.build import STAGES, BuildConfig, build
@@ -722,6 +724,9 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(tmp
     cfg = replace(BuildConfig.quick(), override_extra=1)
     done = build(out, cfg)  # every stage, the three training stages through the real CLI
     assert list(done) == list(STAGES)
+    said = capsys.readouterr().out.splitlines()
+    assert "[build] world ..." in said  # the prefix is text, not a rich markup tag
+    assert any(line.startswith("[build] base, text only: doctor beard") for line in said)
     assert done["world"]["face0_extra_images"] > 0  # the override images of the tune stage
     assert done["world"]["morph_images"] == cfg.morph_pairs * 4 * 2  # and its morphs
     assert done["world"]["base_captions_without_traits"] == cfg.base_plain == 0.0

@@ -83,10 +83,8 @@ def embed(
         )
     console.print(table)
     kind = f"mean of {len(results)} photos" if len(results) > 1 else "1 photo"
-    console.print(
-        f"saved [bold]{name}[/] ({kind}, {char.dim}-d, norm {float(np.linalg.norm(char.vector)):.2f}, "
-        f"embedder {char.embedder_id}) to {lib.path}"
-    )
+    norm = float(np.linalg.norm(char.vector))
+    console.print(_saved(name, f"({kind}, {char.dim}-d, norm {norm:.2f}, embedder {char.embedder_id}) to {lib.path}"))
     for c in crops:
         console.print(f"crop: {c}")
 
@@ -166,7 +164,7 @@ def mix(
     if as_json:
         print_json(char.to_json() | {"strip": str(strip_path) if strip_path else None})
     else:
-        console.print(f"saved [bold]{name}[/] ({made.op}) to {lib.path}")
+        console.print(_saved(name, f"({made.op}) to {lib.path}"))
         if strip_path:
             console.print(f"strip: {strip_path}")
 
@@ -208,6 +206,13 @@ def character_list(
     if extra:
         title = f"{len(extra)} example characters of the model, found by name when your library lacks it"
         console.print(_character_table(extra, title))
+
+
+def _saved(name: str, rest: str) -> Any:
+    """ "saved NAME REST", the name in bold (a rich Text: the console prints plain text, brackets and all)."""
+    from rich.text import Text
+
+    return Text.assemble("saved ", (name, "bold"), f" {rest}")
 
 
 def _character_table(chars: list[Any], title: str) -> Any:
@@ -458,7 +463,7 @@ def character_new(
     if as_json:
         print_json(char.to_json())
     else:
-        console.print(f"saved [bold]{name}[/] ({char.kind}, {char.dim}-d) to {lib.path}: {json.dumps(char.provenance)}")
+        console.print(_saved(name, f"({char.kind}, {char.dim}-d) to {lib.path}: {json.dumps(char.provenance)}"))
 
 
 def _rendered_thumbnail(ctx: Any, model: str | None, store: Path | None, char: Any) -> Any:

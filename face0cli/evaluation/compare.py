@@ -53,6 +53,7 @@ def compare(a_json: str | os.PathLike[str], b_json: str | os.PathLike[str]) -> t
         "only_in_b", "warnings"}); a and b are {mean, std, n}, diff is b.mean - a.mean or None.
     """
     from rich.table import Table
+    from rich.text import Text
 
     a, b = read_results(a_json), read_results(b_json)
     a_settings = [s["name"] for s in a["spec"]["settings"]]
@@ -101,7 +102,8 @@ def compare(a_json: str | os.PathLike[str], b_json: str | os.PathLike[str]) -> t
         table.add_column(col, justify="right" if col in ("A", "B", "B − A") else "left")
     for r in rows:
         diff = r["diff"]
-        shown = DASH if diff is None else f"[{'green' if diff > 0 else 'red' if diff < 0 else 'white'}]{diff:+.3f}[/]"
+        colour = "white" if diff is None or diff == 0 else "green" if diff > 0 else "red"
+        shown = Text(DASH if diff is None else f"{diff:+.3f}", style="" if diff is None else colour)
         table.add_row(r["setting"], r["judge"], r["scope"], r["metric"], Stat.from_json(r["a"]).fmt(),
                       Stat.from_json(r["b"]).fmt(), shown)  # fmt: skip
     result = {
