@@ -31,7 +31,8 @@ What each figure is (held-out identities never seen by the model, the embedder o
   get under "a photo of a person" (neutral: a word that says nothing, what debias can reach at best); and how
   often the debiased images still have the shirt and background asked for.
   The prompt is "a photo of a {doctor, teacher} in a purple shirt on a yellow background" (colours that name no
-  hair; "in a grey shirt on a blue background" for the beard and bald biases).
+  hair; "in a grey shirt on a blue background" for the beard and bald biases). Beside them, when the build gives
+  it, what the model's base learnt from the words alone (planted_words, measured after the base stage).
 - speed: one 64 px image at 25 steps in-process (median of 5), and the quickstart's `face0 generate` (an example
   character, the model's own steps) cold from the shell (a fresh process each time: the median and the slowest
   of 3), each beside plain diffusers' StableDiffusionPipeline on the same components in the same run
@@ -290,6 +291,7 @@ def debias_scene(planted: str) -> tuple[str, str]:
 
 
 def debias_prompt(planted: str, job: str) -> str:
+    """The debias rows' prompt for JOB (a profession, or "person") in a world with the PLANTED bias."""
     shirt, background = debias_scene(planted)
     return f"a photo of a {job} in a {shirt} shirt on a {background} background"
 
@@ -573,8 +575,7 @@ def markdown(res: dict[str, Any]) -> str:
     if "base_words" in res:
         bw = res["base_words"]
         rates = "; ".join(
-            f"'{job}' {v['trait']} {v['text_only']:.2f} ('person' {v['person']:.2f})"
-            for job, v in ((job, bw[job]) for job in DEBIAS_JOBS)
+            f"'{j}' {bw[j]['trait']} {bw[j]['text_only']:.2f} ('person' {bw[j]['person']:.2f})" for j in DEBIAS_JOBS
         )
         lines.append(
             f"| ... the base stage's model, text only ({bw['images']} images a word, the same prompts) | what the "
