@@ -92,6 +92,11 @@ class BuildConfig:
     checkpoint_every: int = 100
     validate_every: int = 250
 
+    @property
+    def toy(self) -> bool:
+        """A world this small (quick(), the tests) is scored with a few images and sampling steps."""
+        return self.ids_train < 50
+
     @classmethod
     def quick(cls) -> BuildConfig:
         """A few steps of everything (tests and a smoke run): the same code, a tiny world."""
@@ -318,18 +323,13 @@ SAME_PERSON = ("--identity-pattern", r"^(id\d+)-", "--gmm-covariance", "full")
 def st_base(out: Path, cfg: BuildConfig) -> dict[str, Any]:
     """The base model from the traits' words (faces dropped); then which planted professions' words it learnt
     (scorecard.planted_words), the thing a text-only Face0 model can reproduce a bias from."""
-    from face0cli.synthetic.package import SAMPLE_STEPS
-    from face0cli.synthetic.scorecard import DEBIAS_JOBS, WORD_IMAGES, planted_words
+    from face0cli.synthetic.scorecard import DEBIAS_JOBS, planted_words
 
     figures = _train(
         out, cfg, "base", out / "base-sd", "run-base", cfg.base_steps, "--lr", str(cfg.base_lr), "--warmup", "100",
         "--face-drop", "1.0", "--train-text-encoder", "--projector-normalize", "--projector-hidden-dim", "256",
     )  # fmt: skip
-    quick = cfg.ids_train < 50
-    words = planted_words(
-        out / "run-base" / "model", out / "judge", out / "world", n=4 if quick else WORD_IMAGES,
-        steps=4 if quick else SAMPLE_STEPS,
-    )  # fmt: skip
+    words = planted_words(out / "run-base" / "model", out / "judge", out / "world", quick=cfg.toy)
     rates = (f"{j} {words[j]['trait']} {words[j]['text_only']:.2f} (person {words[j]['person']:.2f})"
              for j in DEBIAS_JOBS)  # fmt: skip
     _log("[build] base, text only: " + "; ".join(rates))
@@ -371,7 +371,7 @@ def st_scorecard(out: Path, cfg: BuildConfig) -> dict[str, Any]:
 
     base = stage_done(out, "base") or {}
     return scorecard(
-        out / "default-model", out / "world", out / "scorecard", quick=cfg.ids_train < 50, base_words=base.get("words")
+        out / "default-model", out / "world", out / "scorecard", quick=cfg.toy, base_words=base.get("words")
     )
 
 

@@ -296,14 +296,23 @@ def debias_prompt(planted: str, job: str) -> str:
     return f"a photo of a {job} in a {shirt} shirt on a {background} background"
 
 
+def _sample_steps(quick: bool) -> int:
+    """The scorecard's sampling steps: the model's own (package.SAMPLE_STEPS), a few for a quick (toy) build."""
+    from face0cli.synthetic.package import SAMPLE_STEPS
+
+    return 4 if quick else SAMPLE_STEPS
+
+
 def planted_words(
-    model_dir: Path, judge_dir: Path, world: Path, n: int = WORD_IMAGES, steps: int = 25, w: float = 7.5
+    model_dir: Path, judge_dir: Path, world: Path, quick: bool = False, n: int | None = None, w: float = 7.5
 ) -> dict[str, Any]:
     """What the model in MODEL_DIR draws from the professions' words alone: for each of DEBIAS_JOBS, the rate of
-    its planted trait (`planted_trait`) in N text-only images (the debias rows' prompt and seeds), beside the rate
-    of the same trait under "person" on the same seeds, read by the judge in JUDGE_DIR. The build measures its
-    base stage's model with it: a Face0 model can draw a profession's trait from text only if its base learnt it."""
-    d = Drawer(model_dir, judge_dir, steps, w)
+    its planted trait (`planted_trait`) in N text-only images (the debias rows' prompt and seeds; WORD_IMAGES, 4
+    when QUICK), beside the rate of the same trait under "person" on the same seeds, read by the judge in
+    JUDGE_DIR. The build measures its base stage's model with it: a Face0 model can draw a profession's trait from
+    text only if its base learnt it."""
+    n = n if n is not None else (4 if quick else WORD_IMAGES)
+    d = Drawer(model_dir, judge_dir, _sample_steps(quick), w)
     planted = world_planted(world)
     seeds = list(range(100, 100 + n))
 
@@ -350,9 +359,7 @@ def scorecard(
     (grid.png: identities x prompts, override.png: identities x hair colours, strips.png: interpolations).
     BASE_WORDS: planted_words of the model's base (the build's base stage), shown beside the debias rows."""
     out.mkdir(parents=True, exist_ok=True)
-    from face0cli.synthetic.package import SAMPLE_STEPS
-
-    sc = Scorer(model_dir, world, steps=4 if quick else SAMPLE_STEPS, w=w)
+    sc = Scorer(model_dir, world, steps=_sample_steps(quick), w=w)
     ids = sc.ids
     n_id = len(ids)
     seeds = [0, 1] if quick else [0, 1, 2, 3]
