@@ -293,6 +293,25 @@ def test_interpolation_by_seed_averages_the_judges_noise_out_of_each_pair() -> N
     assert out["model"]["mean_curve"][0] == pytest.approx(0.75) and out["world_morphs"]["strips"] == 1.0
 
 
+def test_mix_geometry_measures_the_mix_against_one_photo_to_another() -> None:
+    from face0cli.synthetic.scorecard import mix_geometry
+
+    e = np.eye(4)
+    faces = np.stack([e[0], e[1]])  # two orthogonal people
+    # A's portraits: its own vector and two tilted towards a third axis (cosines 1, 0.6, 0.8 to A's vector)
+    a_photos = np.stack([e[0], 0.6 * e[0] + 0.8 * e[2], 0.8 * e[0] + 0.6 * e[3]])
+    b_photos = np.stack([e[1], e[1]])  # B's photos all alike: no spread
+    ts = np.array([0.0, 0.5, 1.0])
+    out = mix_geometry(faces, [a_photos, b_photos], [(0, 1), (1, 0)], ts)
+    # at t = 0.5 the mix is (A + B) / sqrt 2: A's cosines scale by 1 / sqrt 2; B's portraits' the same way
+    mean_a = (1 + 0.6 + 0.8) / 3
+    want_half = ((mean_a / np.sqrt(2) - mean_a) + (1 / np.sqrt(2) - 1)) / 2
+    assert out["t"] == [0.0, 0.5, 1.0] and out["mix_change"][0] == 0.0
+    assert out["mix_change"][1] == pytest.approx(want_half, abs=1e-4)
+    assert out["mix_change"][2] == pytest.approx((-mean_a - 1) / 2, abs=1e-4)  # at B, orthogonal to A
+    assert out["photo_sd"] == pytest.approx(np.std([1, 0.6, 0.8]) / 2, abs=1e-4)  # B's spread is 0
+
+
 def test_wilson_interval() -> None:
     from face0cli.synthetic.scorecard import wilson
 
@@ -766,6 +785,9 @@ def test_the_whole_build_runs_at_toy_size_and_resumes_from_its_stage_records(
     by_seed = card["interpolation_by_seed"]  # the quick build's two seeds, each pair averaged over them
     assert by_seed["seeds"] == 2 and by_seed["pairs"] == cfg.ids_heldout and len(by_seed["model"]["mean_curve"]) == 6
     assert by_seed["model"]["strips"] == card["interpolation_monotone"]  # the bar's strips are all of them here
+    geo = card["interpolation_geometry"]  # the embedder's view of the mix (a 4-step embedder tells faces apart
+    assert geo["t"] == by_seed["t"] and geo["mix_change"][0] == 0.0 and geo["photo_sd"] >= 0  # hardly: no sign)
+    assert "why the ends are flat" in (out / "scorecard" / "scorecard.md").read_text()
     lo, hi = card["debias"]["doctor"]["text_only_ci95"]
     assert card["debias"]["doctor"]["images"] == 20 and lo <= card["debias"]["doctor"]["text_only"] <= hi
     # beside plain diffusers on the same components, cold and in-process, in the same run

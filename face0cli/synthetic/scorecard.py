@@ -22,7 +22,9 @@ What each figure is (held-out identities never seen by the model, the embedder o
   The same test on the world's own morphs of the same pairs (portraits.morph, drawn in the strips' scene) is
   what a model that morphs exactly as the world does would score under this judge. Beside the bar's 40 strips,
   the same pairs at 6 seeds: all 120 strips one by one, and each pair's similarities averaged over its 6 seeds
-  before the test, which takes most of the judge's noise out (interpolation_by_seed).
+  before the test, which takes most of the judge's noise out (interpolation_by_seed). And why a strip's ends
+  are flat (mix_geometry): how little the mix at t = 0.2 moves the conditioning embedder's cosine to A's
+  portraits, against how much one photo of A moves it from another.
 - debias (paper §3.1, Fig. 3): the planted bias (the world's `planted`: doctors with grey hair and teachers with
   blonde hair, doctors with beards, or doctors with bald heads; `planted_trait`); the judge's hair (or beard) head
   on 200 text-only generations and 200 `debias` generations (a fresh random face each, at `face0 debias`'s
@@ -124,7 +126,7 @@ class Scorer(Drawer):
     """A Drawer of a packaged model (its judge inside it) with the held-out references of the world."""
 
     def __init__(self, model_dir: Path, world: Path, steps: int = 25, w: float = 7.5) -> None:
-        from face0cli.faces.embedders import embed_photo
+        from face0cli.faces.embedders import embed_photo, embed_photos
         from face0cli.faces.registry import embedder_for_model
         from face0cli.synthetic.package import JUDGE_DIR, reference_portrait
         from face0cli.synthetic.world import image_path, load_images, read_truth
@@ -153,6 +155,10 @@ class Scorer(Drawer):
                                         z[labels == i]]))  # fmt: skip
         self.faces = np.stack(vecs)
         self.references = refs
+        # the conditioning embedder's vectors of each identity's world portraits (mix_geometry)
+        every = embed_photos(emb, [q for photos in self.photos for q in photos[1:]])
+        counts = np.cumsum([0] + [len(photos) - 1 for photos in self.photos])
+        self.portrait_faces = [np.stack([f.vector for f in every[a:b]]) for a, b in zip(counts[:-1], counts[1:])]
 
     @property
     def gmm(self) -> Any:
@@ -247,6 +253,26 @@ def interpolation_by_seed(sims: np.ndarray, morphs: np.ndarray, n_pairs: int, ts
             }
             for k, v in by.items()
         },
+    }
+
+
+def mix_geometry(faces: np.ndarray, portraits: list[np.ndarray], pairs: list[tuple[int, int]], ts: np.ndarray) -> dict:
+    """Where `mix --t` puts the face, seen by the conditioning embedder: for each pair (a, b) of identities
+    (indices into FACES, the conditioning vectors, and PORTRAITS, each identity's vectors of its other portraits),
+    how much the mix (1 - t) a + t b moves the mean cosine to a's portraits from where a's own vector has it
+    ("mix_change", the mean over pairs at each t), against how much that figure moves from one photo of a person
+    to another (`photo_sd`: the spread of the cosines of each identity's portraits to its conditioning vector,
+    averaged over identities). A model that draws one person for every photo of them (likeness, consistency)
+    draws that person wherever the mix moves less than photo_sd: the flat ends of its strips."""
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    f = unit(np.asarray(faces, np.float64))
+    ps = [unit(np.asarray(p, np.float64)) for p in portraits]
+    at = lambda a, v: float((ps[a] @ v).mean())  # noqa: E731
+    change = np.array([[at(a, unit((1 - t) * f[a] + t * f[b])) - at(a, f[a]) for t in ts] for a, b in pairs])
+    return {
+        "t": [round(float(t), 3) for t in ts],
+        "mix_change": [round(float(x), 4) for x in change.mean(0)],
+        "photo_sd": round(float(np.mean([(p @ f[i]).std() for i, p in enumerate(ps)])), 4),
     }
 
 
@@ -465,6 +491,7 @@ def scorecard(
     res["interpolation_strips"] = bar
     res["interpolation_world_morphs"] = _monotone(morphs[:bar])
     res["interpolation_by_seed"] = interpolation_by_seed(sims, morphs, n_id, ts)
+    res["interpolation_geometry"] = mix_geometry(sc.faces, sc.portrait_faces, [(a, b) for a, b, _ in strips[:n_id]], ts)
     strip_images = [s_images[j * len(ts) : (j + 1) * len(ts)] for j in range(min(4, len(strips)))]
     _grid(np.concatenate(strip_images), 6).save(out / "strips.png")
 
@@ -561,6 +588,16 @@ def markdown(res: dict[str, Any]) -> str:
             f"| ... each of the {b['pairs']} pairs averaged over {b['seeds']} seeds (and its {b['seeds'] * b['pairs']} "
             f"strips one by one), the model / the world's morphs | the judge's noise averaged out "
             f"| {m['pairs_seed_mean']:.3f} ({m['strips']:.3f}) / {wm['pairs_seed_mean']:.3f} ({wm['strips']:.3f}) |"
+        )
+    if "interpolation_geometry" in res:
+        g = res["interpolation_geometry"]
+        moves = " / ".join(f"{-x:.3f}" for x in g["mix_change"][1:-1])
+        at = ", ".join(f"{t:g}" for t in g["t"][1:-1])
+        lines.append(
+            f"| ... why the ends are flat: how far the mix at t = {at} moves the conditioning embedder's mean cosine "
+            f"to A's portraits, against one photo of a person to another (sd) | where the mix moves less than a "
+            f"photo does, a model that draws one person for all their photos draws A "
+            f"| {moves} (sd {g['photo_sd']:.3f}) |"
         )
     d = res["debias"]
     for job in DEBIAS_JOBS:
