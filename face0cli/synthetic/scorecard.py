@@ -256,7 +256,9 @@ def interpolation_by_seed(sims: np.ndarray, morphs: np.ndarray, n_pairs: int, ts
     }
 
 
-def mix_geometry(faces: np.ndarray, portraits: list[np.ndarray], pairs: list[tuple[int, int]], ts: np.ndarray) -> dict:
+def mix_geometry(
+    faces: np.ndarray, portraits: list[np.ndarray], pairs: list[tuple[int, int]], ts: np.ndarray
+) -> dict[str, Any]:
     """Where `mix --t` puts the face, seen by the conditioning embedder: for each pair (a, b) of identities
     (indices into FACES, the conditioning vectors, and PORTRAITS, each identity's vectors of its other portraits),
     how much the mix (1 - t) a + t b moves the mean cosine to a's portraits from where a's own vector has it
